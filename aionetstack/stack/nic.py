@@ -1,0 +1,216 @@
+"""Network interface cards: the join between a link and the network layer.
+
+A NIC owns one link, its addresses and (on L2 links) a neighbour cache per family.  Inbound it is
+the link's ``LinkReceiver``: Ethernet frames are filtered by destination MAC and demultiplexed by
+ethertype; L3 frames by the IP version nibble.  Outbound it takes a packet buffer whose IP header
+starts at ``l3_offset`` (with room for the Ethernet header in front on L2 links), resolves the
+next hop's link address and hands the frame to the link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aionetstack.link.base import Link, LinkCaps
+from aionetstack.stack.addr import is_multicast, same_prefix, to_str
+from aionetstack.stack.neighbour import NeighbourCache
+from aionetstack.wire.errors import MalformedPacket
+from aionetstack.wire.ethernet import (
+    BROADCAST_MAC,
+    ETH_HLEN,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    ipv4_multicast_mac,
+    ipv6_multicast_mac,
+    mac_ntoa,
+    pack_ethernet,
+    parse_ethernet,
+)
+
+if TYPE_CHECKING:
+    from aionetstack.stack.stack import CoreStack
+
+
+@dataclass(slots=True, frozen=True)
+class NicAddress:
+    address: bytes
+    prefixlen: int
+
+    @property
+    def family(self) -> int:
+        return 4 if len(self.address) == 4 else 6
+
+    def __str__(self) -> str:
+        return f"{to_str(self.address)}/{self.prefixlen}"
+
+
+class NIC:
+    """One interface of a stack."""
+
+    def __init__(self, stack: CoreStack, nic_id: int, name: str, link: Link,
+                 mtu: int | None = None, loopback: bool = False) -> None:
+        self.stack = stack
+        self.id = nic_id
+        self.name = name
+        self.link = link
+        caps: LinkCaps = link.caps
+        self.caps = caps
+        self.mtu = min(mtu, caps.mtu) if mtu else caps.mtu
+        self.l2 = caps.l2
+        self.mac: bytes = caps.mac or bytes(6)
+        self.loopback = loopback
+        self.addresses: list[NicAddress] = []
+        self.up = True
+        self.rx_trusted = caps.rx_checksum_trusted
+        self.tx_offload = caps.tx_checksum_offload
+        self.link_header_len = ETH_HLEN if self.l2 else 0
+        self._poll_timer = stack.timers.timer(self._poll)
+        self.neigh4: NeighbourCache | None = None
+        self.neigh6: NeighbourCache | None = None
+        if self.l2:
+            self.neigh4 = NeighbourCache(
+                stack.timers, stack.now, stack.stats_.neighbour,
+                solicit=lambda ip, mac: stack.arp.solicit(self, ip, mac),
+                transmit=self.transmit,
+                on_unreachable=stack.on_neighbour_unreachable)
+            self.neigh6 = NeighbourCache(
+                stack.timers, stack.now, stack.stats_.neighbour,
+                solicit=lambda ip, mac: stack.ndp.solicit(self, ip, mac),
+                transmit=self.transmit,
+                on_unreachable=stack.on_neighbour_unreachable)
+
+    def __repr__(self) -> str:
+        addrs = ", ".join(str(a) for a in self.addresses)
+        return f"<NIC {self.id} {self.name} mtu={self.mtu} [{addrs}]>"
+
+    # -- addresses -----------------------------------------------------------------------
+    def primary(self, family: int, dst: bytes | None = None) -> bytes | None:
+        """Source address selection (RFC 6724, much simplified): same prefix, then scope."""
+        best = None
+        for a in self.addresses:
+            if a.family != family:
+                continue
+            if dst is not None and same_prefix(a.address, dst, a.prefixlen):
+                return a.address
+            link_local = family == 6 and a.address[0] == 0xFE and (a.address[1] & 0xC0) == 0x80
+            dst_ll = dst is not None and family == 6 and dst[0] == 0xFE and (dst[1] & 0xC0) == 0x80
+            if best is None or (link_local == dst_ll and not best[1]):
+                best = (a.address, link_local == dst_ll)
+        return best[0] if best else None
+
+    def has_address(self, addr: bytes) -> bool:
+        return any(a.address == addr for a in self.addresses)
+
+    def is_directed_broadcast(self, addr: bytes) -> bool:
+        for a in self.addresses:
+            if len(a.address) == 4 and a.prefixlen < 31:
+                host_bits = (1 << (32 - a.prefixlen)) - 1
+                if (int.from_bytes(addr, "big") & host_bits) == host_bits and same_prefix(
+                        addr, a.address, a.prefixlen):
+                    return True
+        return False
+
+    # -- link receiver -------------------------------------------------------------------
+    def link_deliver(self, frame: memoryview) -> None:
+        stack = self.stack
+        stats = stack.stats_
+        stats.link["rx-frames"] += 1
+        if not self.up:
+            stats.link.drop("nic-down")
+            return
+        if not self.l2:
+            if not frame:
+                stats.link.malformed("empty")
+                return
+            v = frame[0] >> 4
+            if v == 4:
+                stack.ipv4.deliver(self, frame)
+            elif v == 6:
+                stack.ipv6.deliver(self, frame)
+            else:
+                stats.link.malformed("bad-version")
+            return
+        try:
+            eth = parse_ethernet(frame)
+        except MalformedPacket as exc:
+            stats.ethernet.malformed(exc.reason)
+            return
+        dst = eth.dst
+        if dst != self.mac and dst != BROADCAST_MAC and not (dst[0] & 1):
+            stats.ethernet.drop("not-for-us")
+            return
+        et = eth.ethertype
+        if et == ETHERTYPE_IPV4:
+            stack.ipv4.deliver(self, eth.payload)
+        elif et == ETHERTYPE_IPV6:
+            stack.ipv6.deliver(self, eth.payload)
+        elif et == ETHERTYPE_ARP:
+            stack.arp.deliver(self, eth.payload)
+        else:
+            stats.ethernet.drop("unknown-ethertype")
+
+    def link_wakeup(self, at: float) -> None:
+        self._poll_timer.schedule_if_earlier(at)
+
+    def _poll(self, now: float) -> None:
+        nxt = self.link.poll()
+        if nxt is not None:
+            self._poll_timer.schedule_if_earlier(nxt)
+
+    # -- output --------------------------------------------------------------------------
+    def output(self, buf: bytearray, l3_offset: int, next_hop: bytes) -> None:
+        """Send the IP packet at ``buf[l3_offset:]`` to neighbour ``next_hop``."""
+        if not self.up:
+            self.stack.stats_.link.drop("nic-down")
+            return
+        if not self.l2:
+            self.stack.stats_.link["tx-frames"] += 1
+            self.link.send(buf if l3_offset == 0 else memoryview(buf)[l3_offset:])
+            return
+        if len(next_hop) == 4:
+            if next_hop == b"\xff\xff\xff\xff" or self.is_directed_broadcast(next_hop):
+                self.transmit(BROADCAST_MAC, buf, l3_offset)
+            elif is_multicast(next_hop):
+                self.transmit(ipv4_multicast_mac(next_hop), buf, l3_offset)
+            else:
+                assert self.neigh4 is not None
+                self.neigh4.send(next_hop, buf, l3_offset)
+        elif next_hop[0] == 0xFF:
+            self.transmit(ipv6_multicast_mac(next_hop), buf, l3_offset)
+        else:
+            assert self.neigh6 is not None
+            self.neigh6.send(next_hop, buf, l3_offset)
+
+    def transmit(self, mac: bytes, buf: bytearray, l3_offset: int) -> None:
+        """Frame and send a packet whose link address is known."""
+        start = l3_offset - ETH_HLEN
+        et = ETHERTYPE_IPV4 if (buf[l3_offset] >> 4) == 4 else ETHERTYPE_IPV6
+        pack_ethernet(buf, start, mac, self.mac, et)
+        self.stack.stats_.link["tx-frames"] += 1
+        self.link.send(buf if start == 0 else memoryview(buf)[start:])
+
+    def send_raw_frame(self, frame: bytearray) -> None:
+        """Send a complete link-layer frame (ARP)."""
+        self.stack.stats_.link["tx-frames"] += 1
+        self.link.send(frame)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "mtu": self.mtu,
+            "l2": self.l2,
+            "mac": mac_ntoa(self.mac) if self.l2 else None,
+            "addresses": [str(a) for a in self.addresses],
+            "link": self.link.stats(),
+        }
+
+    def close(self) -> None:
+        self.up = False
+        self._poll_timer.cancel()
+        for n in (self.neigh4, self.neigh6):
+            if n is not None:
+                n.clear()
+        self.link.close()

@@ -1,0 +1,97 @@
+"""Port reservations and ephemeral port selection.
+
+Ephemeral ports follow RFC 6056 §3.3.3 (Algorithm 3, "simple hash-based"): the search for a free
+port starts at ``hash(local, remote, remote port, secret) + counter``, so ports are unpredictable
+to an off-path attacker yet a given peer sees them spread rather than reused.  Without a remote
+(``bind(port=0)``) the start is random (Algorithm 1).
+
+Reservation semantics (SO_REUSEADDR as on Linux, simplified): two reservations of the same protocol
+and port conflict when their addresses overlap (equal, or either is the wildcard) unless both asked
+for ``reuse``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aionetstack.clock import RandomSource
+from aionetstack.errors import AddressNotAvailable, InvalidArgument, PortInUse
+
+
+@dataclass(slots=True, eq=False)
+class Reservation:
+    protocol: int
+    address: bytes | None  # None = wildcard (family-specific wildcard is in ``family``)
+    family: int
+    port: int
+    reuse: bool
+
+
+class PortManager:
+    def __init__(self, rng: RandomSource, first: int = 32768, last: int = 60999) -> None:
+        if not 0 < first <= last <= 65535:
+            raise InvalidArgument(f"bad ephemeral port range {first}-{last}")
+        self.first = first
+        self.last = last
+        self._rng = rng
+        self._secret = rng.getrandbits(128).to_bytes(16, "big")
+        self._counter = 0
+        self._by_port: dict[tuple[int, int], list[Reservation]] = {}
+
+    def _conflicts(self, r: Reservation) -> bool:
+        for other in self._by_port.get((r.protocol, r.port), ()):
+            if other.family != r.family:
+                continue
+            overlap = other.address is None or r.address is None or other.address == r.address
+            if overlap and not (other.reuse and r.reuse):
+                return True
+        return False
+
+    def reserve(self, protocol: int, family: int, address: bytes | None, port: int,
+                reuse: bool = False, remote: tuple[bytes, int] | None = None,
+                is_free: Callable[[int], bool] | None = None) -> Reservation:
+        """Reserve ``port`` (0 = pick an ephemeral one). Raises PortInUse/AddressNotAvailable."""
+        if not 0 <= port <= 65535:
+            raise InvalidArgument(f"port out of range: {port}")
+        if port:
+            r = Reservation(protocol, address, family, port, reuse)
+            if self._conflicts(r):
+                raise PortInUse(f"port {port} is in use")
+            self._by_port.setdefault((protocol, port), []).append(r)
+            return r
+        span = self.last - self.first + 1
+        if remote is not None:
+            h = hashlib.blake2b(digest_size=8, key=self._secret)
+            h.update(bytes([protocol]) + (address or b"") + remote[0])
+            h.update(remote[1].to_bytes(2, "big"))
+            offset = int.from_bytes(h.digest(), "big")
+        else:
+            offset = self._rng.getrandbits(32)
+        self._counter += 1
+        start = offset + self._counter
+        for i in range(span):
+            candidate = self.first + (start + i) % span
+            r = Reservation(protocol, address, family, candidate, reuse)
+            if self._conflicts(r):
+                continue
+            if is_free is not None and not is_free(candidate):
+                continue
+            self._by_port.setdefault((protocol, candidate), []).append(r)
+            return r
+        raise AddressNotAvailable("no free ephemeral port")
+
+    def release(self, r: Reservation) -> None:
+        lst = self._by_port.get((r.protocol, r.port))
+        if not lst:
+            return
+        try:
+            lst.remove(r)
+        except ValueError:
+            return
+        if not lst:
+            del self._by_port[(r.protocol, r.port)]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_port.values())

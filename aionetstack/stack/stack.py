@@ -1,0 +1,327 @@
+"""The sans-IO stack: NICs, addresses, routes, demux, ports, timers and statistics.
+
+``CoreStack`` never blocks and never reads the system clock: time comes from the injected
+``clock``, randomness from ``rng``.  Its inputs are frames from links (``NIC.link_deliver``),
+timer expiry (``poll``) and user calls on endpoints; its outputs are frames handed to links,
+waiter-queue notifications, and the next deadline (``next_deadline``).  The asyncio ``Stack``
+subclasses it and drives it from an event loop; ``embed`` drives it by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from aionetstack.clock import Clock, RandomSource
+from aionetstack.errors import (
+    AddressNotAvailable,
+    InvalidArgument,
+    NoRoute,
+    StackClosed,
+)
+from aionetstack.link.base import Link
+from aionetstack.link.loopback import LoopbackLink
+from aionetstack.network.arp import ArpProtocol
+from aionetstack.network.forward import Forwarder
+from aionetstack.network.icmp import IcmpEchoEndpoint, IcmpProtocol
+from aionetstack.network.ipv4 import IPv4Protocol
+from aionetstack.network.ipv6 import IPv6Protocol
+from aionetstack.network.ndp import NdpProtocol
+from aionetstack.network.packet import IcmpError, PacketInfo
+from aionetstack.stack.addr import (
+    AddressLike,
+    is_link_local6,
+    is_multicast,
+    parse_interface,
+    parse_network,
+    prefix_mask,
+    same_prefix,
+    to_bytes,
+    to_str,
+)
+from aionetstack.stack.nic import NIC, NicAddress
+from aionetstack.stack.ports import PortManager
+from aionetstack.stack.route import Route, RouteEntry, RouteTable
+from aionetstack.stack.stats import Stats
+from aionetstack.stack.timers import Timers
+from aionetstack.wire.ipv6 import link_local_from_mac
+
+
+class TransportProtocol(Protocol):
+    """What the network layer hands transport segments to (UDP, TCP)."""
+
+    def deliver(self, pkt: PacketInfo, segment: memoryview) -> None: ...
+
+    def icmp_error(self, err: IcmpError) -> None: ...
+
+
+class CoreStack:
+    """A TCP/IP stack as a pure state machine.  See the module docstring."""
+
+    def __init__(self, *, clock: Clock, rng: RandomSource, forwarding: bool = False,
+                 default_ttl: int = 64, icmp_rate: float = 1000.0, icmp_burst: int = 50,
+                 ephemeral_ports: tuple[int, int] = (32768, 60999),
+                 loopback: bool = True) -> None:
+        self._clock = clock
+        self.rng = rng
+        self.forwarding = forwarding
+        self.default_ttl = default_ttl
+        self.timers = Timers()
+        self.stats_ = Stats()
+        self.routes = RouteTable()
+        self.ports = PortManager(rng, *ephemeral_ports)
+        self.nics: dict[int, NIC] = {}
+        self._next_nic_id = 1
+        self._local: dict[bytes, NIC] = {}  # every local unicast address -> its NIC
+        self.multicast_groups: set[bytes] = set()
+        self.pmtu: dict[bytes, tuple[int, float]] = {}
+        self.pmtu_expiry = 600.0
+        self.closed = False
+        self.transports: dict[int, TransportProtocol] = {}
+        self.unreachable_listeners: list[Callable[[bytes], None]] = []
+        self.arp = ArpProtocol(self)
+        self.ndp = NdpProtocol(self)
+        self.ipv4 = IPv4Protocol(self)
+        self.ipv6 = IPv6Protocol(self)
+        self.icmp = IcmpProtocol(self, rate=icmp_rate, burst=icmp_burst)
+        self.forwarder = Forwarder(self)
+        from aionetstack.transport.udp import UdpProtocol  # avoid an import cycle
+
+        self.udp = UdpProtocol(self)
+        self.transports[17] = self.udp
+        self.loopback: NIC | None = None
+        if loopback:
+            self.loopback = self.add_nic(LoopbackLink(), ["127.0.0.1/8", "::1/128"], name="lo",
+                                         _loopback=True)
+
+    # -- time ----------------------------------------------------------------------------
+    def now(self) -> float:
+        return self._clock()
+
+    def poll(self, now: float | None = None) -> float | None:
+        """Run every timer due by ``now`` (default: the clock); return the next deadline."""
+        self.timers.run_due(self._clock() if now is None else now)
+        return self.timers.next_deadline()
+
+    def next_deadline(self) -> float | None:
+        return self.timers.next_deadline()
+
+    # -- NICs and addresses ----------------------------------------------------------------
+    def add_nic(self, link: Link, addresses: Iterable[str] = (), *, name: str | None = None,
+                mtu: int | None = None, link_local: bool = True,
+                _loopback: bool = False) -> NIC:
+        """Attach ``link`` as a new NIC with ``addresses`` ("198.18.0.1/24", "fd00::1/64")."""
+        if self.closed:
+            raise StackClosed("the stack is closed")
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        nic_id = self._next_nic_id
+        self._next_nic_id += 1
+        nic = NIC(self, nic_id, name or f"{'lo' if _loopback else 'nic'}{nic_id}", link, mtu,
+                  loopback=_loopback)
+        if nic.mtu < 68:
+            raise InvalidArgument(f"MTU {nic.mtu} is below the IPv4 minimum of 68")
+        self.nics[nic_id] = nic
+        link.attach(nic, self.now)
+        for spec in addresses:
+            self.add_address(nic, spec)
+        if nic.l2 and link_local and nic.mtu >= 1280:
+            ll = link_local_from_mac(nic.mac)
+            if not nic.has_address(ll):
+                self.add_address(nic, f"{to_str(ll)}/64")
+        return nic
+
+    def _nic(self, nic: NIC | int | str | None) -> NIC | None:
+        if nic is None or isinstance(nic, NIC):
+            return nic
+        for n in self.nics.values():
+            if n.id == nic or n.name == nic:
+                return n
+        raise InvalidArgument(f"no such NIC: {nic!r}")
+
+    def add_address(self, nic: NIC | int | str, spec: str) -> None:
+        n = self._nic(nic)
+        assert n is not None
+        addr, prefixlen = parse_interface(spec)
+        if len(addr) == 16 and n.mtu < 1280:
+            raise InvalidArgument(f"IPv6 needs an MTU of at least 1280 (NIC {n.name}: {n.mtu})")
+        if addr in self._local:
+            raise InvalidArgument(f"address {to_str(addr)} is already assigned")
+        n.addresses.append(NicAddress(addr, prefixlen))
+        self._local[addr] = n
+        full = 32 if len(addr) == 4 else 128
+        if not n.loopback and prefixlen < full:
+            net_int = int.from_bytes(addr, "big") & prefix_mask(len(addr), prefixlen)
+            self.routes.add(RouteEntry(net_int.to_bytes(len(addr), "big"), prefixlen, n.id,
+                                       source=addr, metric=256 if is_link_local6(addr) else 0))
+        if len(addr) == 16 and not n.loopback:
+            self.multicast_groups.add(self.ndp.solicited_node(addr))
+
+    def remove_address(self, nic: NIC | int | str, spec: str) -> None:
+        n = self._nic(nic)
+        assert n is not None
+        addr = to_bytes(spec.split("/")[0])
+        n.addresses = [a for a in n.addresses if a.address != addr]
+        self._local.pop(addr, None)
+        self.routes.remove(lambda e: e.source == addr)
+
+    def is_local(self, addr: bytes) -> bool:
+        return addr in self._local
+
+    def local_addresses(self) -> list[str]:
+        return [to_str(a) for a in self._local]
+
+    def add_route(self, destination: str, *, gateway: AddressLike | None = None,
+                  nic: NIC | int | str | None = None, metric: int = 0,
+                  mtu: int | None = None) -> None:
+        """Add a route: ``add_route("0.0.0.0/0", gateway="198.18.0.254")``.
+
+        Without ``nic`` the gateway must be reachable through an existing connected route.
+        """
+        if destination == "default":
+            destination = "0.0.0.0/0"
+        elif destination == "default6":
+            destination = "::/0"
+        net, prefixlen = parse_network(destination)
+        gw = to_bytes(gateway) if gateway is not None else None
+        if gw is not None and len(gw) != len(net):
+            raise InvalidArgument("the gateway's family differs from the destination's")
+        n = self._nic(nic)
+        if n is None:
+            if gw is None:
+                raise InvalidArgument("a route needs a gateway or a NIC")
+            entry = self.routes.lookup(gw)
+            if entry is None or entry.gateway is not None:
+                raise NoRoute(f"gateway {to_str(gw)} is not on a connected network")
+            n = self.nics[entry.nic_id]
+        self.routes.add(RouteEntry(net, prefixlen, n.id, gateway=gw, metric=metric, mtu=mtu))
+
+    def add_neighbour(self, address: AddressLike, mac: bytes | str,
+                      nic: NIC | int | str) -> None:
+        from aionetstack.wire.ethernet import mac_aton
+
+        n = self._nic(nic)
+        assert n is not None
+        ip = to_bytes(address)
+        m = mac_aton(mac) if isinstance(mac, str) else mac
+        cache = n.neigh4 if len(ip) == 4 else n.neigh6
+        if cache is None:
+            raise InvalidArgument(f"NIC {n.name} is not an L2 NIC")
+        cache.add_static(ip, m)
+
+    # -- routing ---------------------------------------------------------------------------
+    def find_route(self, dst: bytes, src: bytes | None = None,
+                   nic: NIC | int | str | None = None) -> Route:
+        """Resolve the path to ``dst``.  Raises NoRoute / AddressNotAvailable."""
+        if self.closed:
+            raise StackClosed("the stack is closed")
+        family = 4 if len(dst) == 4 else 6
+        if src is not None and not any(src):
+            src = None
+        out = self._nic(nic)
+        local_nic = self._local.get(dst)
+        if local_nic is not None and self.loopback is not None and (
+                out is None or out is local_nic or out is self.loopback):
+            return Route(family, src or dst, dst, dst, self.loopback, self.loopback.mtu)
+        if src is not None and src not in self._local:
+            raise AddressNotAvailable(f"{to_str(src)} is not a local address")
+        if is_multicast(dst) or dst == b"\xff\xff\xff\xff":
+            n = out or (self.nics.get(self._local[src].id) if src else None)
+            if n is None:
+                entry = self.routes.lookup(dst)
+                if entry is None:
+                    n = next((x for x in self.nics.values() if not x.loopback
+                              and any(a.family == family for a in x.addresses)), None)
+                else:
+                    n = self.nics[entry.nic_id]
+            if n is None:
+                raise NoRoute(f"no interface for {to_str(dst)}")
+            local = src or n.primary(family)
+            if local is None:
+                raise AddressNotAvailable(f"NIC {n.name} has no IPv{family} address")
+            return Route(family, local, dst, dst, n, n.mtu)
+        if is_link_local6(dst) and out is None:
+            # a link-local destination needs a scope; take the first L2 NIC with a link-local
+            out = next((x for x in self.nics.values() if not x.loopback and any(
+                is_link_local6(a.address) for a in x.addresses)), None)
+            if out is None:
+                raise NoRoute(f"no link for {to_str(dst)}")
+            entry = RouteEntry(dst, 128, out.id)
+        else:
+            entry = self.routes.lookup(dst, out.id if out else None)
+        if entry is None:
+            raise NoRoute(f"no route to {to_str(dst)}")
+        n = self.nics[entry.nic_id]
+        local = src or entry.source if (src or (entry.source and same_prefix(
+            entry.source, dst, entry.prefixlen))) else None
+        if local is None:
+            local = n.primary(family, dst) or self._any_local(family)
+        if local is None:
+            raise AddressNotAvailable(f"no IPv{family} source address for {to_str(dst)}")
+        mtu = entry.mtu or n.mtu
+        p = self.pmtu.get(dst)
+        if p is not None:
+            if p[1] > self.now():
+                mtu = min(mtu, p[0])
+            else:
+                del self.pmtu[dst]
+        return Route(family, local, dst, entry.gateway or dst, n, mtu)
+
+    def _any_local(self, family: int) -> bytes | None:
+        for addr, n in self._local.items():
+            if len(addr) == (4 if family == 4 else 16) and not n.loopback:
+                return addr
+        return None
+
+    def update_pmtu(self, dst: bytes, mtu: int) -> None:
+        """Path MTU discovery (RFC 1191 / RFC 8201): remember a smaller MTU for ``dst``."""
+        floor = 68 if len(dst) == 4 else 1280
+        mtu = max(mtu, floor)
+        cur = self.pmtu.get(dst)
+        if cur is None or mtu < cur[0]:
+            if len(self.pmtu) > 4096:
+                self.pmtu.clear()
+            self.pmtu[dst] = (mtu, self.now() + self.pmtu_expiry)
+
+    def send_ip(self, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
+                ttl: int | None = None, tos: int = 0, df: bool = False) -> None:
+        """Send the transport segment at ``buf[route.headroom:]`` along ``route``."""
+        if route.family == 4:
+            self.ipv4.send(route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df)
+        else:
+            self.ipv6.send(route, buf, l4_len, protocol, hop_limit=ttl, traffic_class=tos)
+
+    # -- errors from below -------------------------------------------------------------------
+    def on_neighbour_unreachable(self, ip: bytes) -> None:
+        for listener in list(self.unreachable_listeners):
+            listener(ip)
+
+    # -- endpoints ---------------------------------------------------------------------------
+    def udp_endpoint(self, family: int = 4) -> Any:
+        """A new, unbound UDP endpoint (``aionetstack.transport.udp.UdpEndpoint``)."""
+        return self.udp.new_endpoint(family)
+
+    def icmp_echo_endpoint(self, family: int = 4) -> IcmpEchoEndpoint:
+        return self.icmp.new_echo_endpoint(family)
+
+    # -- introspection -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Nested counters: per protocol, then per NIC link statistics."""
+        snap: dict[str, Any] = self.stats_.snapshot()
+        snap["nics"] = {n.name: n.link.stats() for n in self.nics.values()}
+        return snap
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "nics": [n.describe() for n in self.nics.values()],
+            "routes": [e.describe() for e in self.routes],
+        }
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.udp.close_all()
+        self.icmp.close_all()
+        for n in self.nics.values():
+            n.close()
+        self.closed = True
