@@ -56,13 +56,16 @@ class DatagramTransport(asyncio.DatagramTransport):
         self._drain_scheduled = False
         ep = self._ep
         fam = ep.family
-        while not self._lost:
+        while not self._closing:  # nothing is delivered after close(), as in CPython
             try:
                 data, src = ep.recvfrom()
             except WouldBlock:
                 return
             except OSError as exc:
-                if self._ep.closed:
+                if ep.closed:  # closed underneath us (the stack closed): report it, once
+                    self._closing = True
+                    ep.waiter.unregister(self._entry)
+                    self._loop.call_soon(self._call_connection_lost, exc)
                     return
                 self._protocol.error_received(exc)
                 continue

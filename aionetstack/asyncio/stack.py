@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aionetstack.asyncio.datagram import DatagramTransport
-from aionetstack.errors import HostUnreachable, InvalidArgument, TimedOut
+from aionetstack.errors import HostUnreachable, InvalidArgument, StackClosed, TimedOut
+from aionetstack.link.base import Link
+from aionetstack.link.fd import FdLink
 from aionetstack.stack.addr import to_bytes, to_str
+from aionetstack.stack.nic import NIC
 from aionetstack.stack.stack import CoreStack
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_IN
 
@@ -36,6 +39,7 @@ class Stack(CoreStack):
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
         self.timers.on_earliest = self._on_earliest
+        self._fd_links: list[FdLink] = []
 
     # -- loop binding ------------------------------------------------------------------------
     @property
@@ -49,7 +53,38 @@ class Stack(CoreStack):
             self._loop = loop
             self._clock = loop.time
             self._rearm()
+            for fdl in self._fd_links:
+                self._watch(fdl)
         return loop
+
+    # -- fd-backed links (TUN/TAP, packet sockets) -------------------------------------------
+    def add_nic(self, link: Link, addresses: Iterable[str] = (), **options: Any) -> NIC:
+        nic = super().add_nic(link, addresses, **options)
+        fdl = _find_fd_link(link)
+        if fdl is not None:
+            self._fd_links.append(fdl)
+            if self._loop is not None:
+                self._watch(fdl)
+        return nic
+
+    def _watch(self, fdl: FdLink) -> None:
+        loop = self._loop
+        assert loop is not None
+        fd = fdl.fileno()
+        loop.add_reader(fd, fdl.read_ready)
+
+        def writer(on: bool) -> None:
+            if on:
+                loop.add_writer(fd, fdl.write_ready)
+            else:
+                loop.remove_writer(fd)
+
+        def unwatch() -> None:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+
+        fdl.writer_hook = writer
+        fdl.on_close = unwatch
 
     async def __aenter__(self) -> Stack:
         self._bind_loop()
@@ -164,6 +199,8 @@ class Stack(CoreStack):
                     src, rseq, rdata, arrived = ep.recv()  # raises a queued error
                     if rseq == seq and src == dst and rdata == data:
                         return max(arrived - sent, 0.0)
+                if ep.closed:  # the stack closed under us: fail now, don't wait out the timeout
+                    raise StackClosed("the stack was closed while waiting for an echo reply")
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimedOut(f"no echo reply from {address} within {timeout} s")
@@ -177,6 +214,14 @@ class Stack(CoreStack):
         finally:
             ep.waiter.unregister(entry)
             ep.close()
+
+
+def _find_fd_link(link: Link | None) -> FdLink | None:
+    for _ in range(8):  # through wrappers such as pcap
+        if link is None or isinstance(link, FdLink):
+            return link
+        link = getattr(link, "inner", None)
+    return None
 
 
 def _host(host: str) -> bytes:

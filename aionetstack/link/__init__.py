@@ -7,16 +7,21 @@ between a link and the stack (see ``aionetstack.link.base``).
 """
 
 from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.fd import FdLink
 from aionetstack.link.pcap import PcapLink, pcap
 from aionetstack.link.pipe import PipeEnd, pipe
+from aionetstack.link.tun import Tap, Tun
 
 __all__ = [
+    "FdLink",
     "Frame",
     "Link",
     "LinkCaps",
     "LinkReceiver",
     "PcapLink",
     "PipeEnd",
+    "Tap",
+    "Tun",
     "pcap",
     "pipe",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aionetstack.link.base import Link, LinkCaps
-from aionetstack.stack.addr import is_multicast, same_prefix, to_str
+from aionetstack.stack.addr import is_link_local6, is_multicast, same_prefix, to_str
 from aionetstack.stack.neighbour import NeighbourCache
 from aionetstack.wire.errors import MalformedPacket
 from aionetstack.wire.ethernet import (
@@ -88,17 +88,19 @@ class NIC:
     # -- addresses -----------------------------------------------------------------------
     def primary(self, family: int, dst: bytes | None = None) -> bytes | None:
         """Source address selection (RFC 6724, much simplified): same prefix, then scope."""
-        best = None
-        for a in self.addresses:
-            if a.family != family:
-                continue
-            if dst is not None and same_prefix(a.address, dst, a.prefixlen):
+        candidates = [a for a in self.addresses if a.family == family]
+        if not candidates:
+            return None
+        if dst is None:
+            return candidates[0].address
+        for a in candidates:
+            if same_prefix(a.address, dst, a.prefixlen):
                 return a.address
-            link_local = family == 6 and a.address[0] == 0xFE and (a.address[1] & 0xC0) == 0x80
-            dst_ll = dst is not None and family == 6 and dst[0] == 0xFE and (dst[1] & 0xC0) == 0x80
-            if best is None or (link_local == dst_ll and not best[1]):
-                best = (a.address, link_local == dst_ll)
-        return best[0] if best else None
+        dst_ll = is_link_local6(dst)
+        for a in candidates:  # RFC 6724 rule 2: prefer an address of the destination's scope
+            if is_link_local6(a.address) == dst_ll:
+                return a.address
+        return candidates[0].address
 
     def has_address(self, addr: bytes) -> bool:
         return any(a.address == addr for a in self.addresses)

@@ -252,8 +252,10 @@ class CoreStack:
         if entry is None:
             raise NoRoute(f"no route to {to_str(dst)}")
         n = self.nics[entry.nic_id]
-        local = src or entry.source if (src or (entry.source and same_prefix(
-            entry.source, dst, entry.prefixlen))) else None
+        local = src
+        if local is None and entry.source is not None and same_prefix(
+                entry.source, dst, entry.prefixlen):
+            local = entry.source
         if local is None:
             local = n.primary(family, dst) or self._any_local(family)
         if local is None:

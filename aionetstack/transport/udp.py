@@ -155,7 +155,7 @@ class UdpEndpoint:
                 raise DestinationRequired("not connected and no destination given")
             dst, dport = self.remote
             route = self._route
-            if route is None or route.nic.stack is not stack or not route.nic.up:
+            if route is None or not route.nic.up:
                 route = self._route = stack.find_route(dst, self.local[0] if self.local else None)
         else:
             dst = self._addr(address[0])
