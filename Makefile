@@ -19,7 +19,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check aionetstack tests examples
+	$(VENV)/bin/ruff check aionetstack tests $(wildcard examples)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict aionetstack
 unit: $(STAMP)
