@@ -4,7 +4,7 @@ Theory of operation: ``parse_ipv6`` validates the 40-byte fixed header and retur
 a zero-copy slice of exactly ``payload_length`` bytes (trailing link padding dropped).
 ``parse_ipv6_chain`` then walks the extension headers (RFC 8200 §4) from that payload:
 
-* Hop-by-Hop (0) is allowed only directly after the fixed header (RFC 8200 §4.3); seen anywhere
+* Hop-by-Hop (0) is allowed only directly after the fixed header (RFC 8200 §4.1); seen anywhere
   else it is ``bad-header`` (the network layer answers with a Parameter Problem).
 * Hop-by-Hop and Destination Options carry TLV options (RFC 8200 §4.2): Pad1 is a single zero
   byte, everything else is type+length.  Options running past their header are ``bad-option``.
@@ -198,7 +198,7 @@ def parse_ipv6_chain(hdr: IPv6Header) -> IPv6Chain:
         if nh in _OPTION_HEADERS:
             if nh == NH_HOPOPTS:
                 if count:
-                    # RFC 8200 §4.3: Hop-by-Hop MUST immediately follow the IPv6 header.
+                    # RFC 8200 §4.1: Hop-by-Hop is restricted to immediately after the IPv6 header.
                     raise MalformedPacket("bad-header", f"hop-by-hop header at {off}")
                 hbh = True
             count += 1

@@ -10,10 +10,10 @@ segments), each a single ``struct`` call.  Everything else goes through the gene
 * EOL ends the list, NOP is one byte (RFC 9293 §3.1);
 * any other option must have a length byte >= 2 that stays inside the header; known kinds must
   have their defined length (MSS 4, window scale 3, SACK-permitted 2, timestamps 10, SACK
-  2 + 8n with n in 1..4) -- otherwise ``bad-option`` (RFC 9293 §3.1 requires handling any
-  option length robustly; a wrong length for a known option is a malformed segment);
-* unknown kinds are skipped and their kind numbers recorded in ``unknown`` (RFC 9293 §3.2: a
-  TCP implementation MUST ignore options it does not implement).
+  2 + 8n with n in 1..4) -- otherwise ``bad-option`` (RFC 9293 §3.1 MUST-7: be prepared to
+  handle an illegal option length such as zero; the segment is dropped and counted);
+* unknown kinds are skipped and their kind numbers recorded in ``unknown`` (RFC 9293 §3.1
+  MUST-6: ignore without error any option not implemented, using its length field).
 
 Window scale values above 14 are passed through; the engine clamps them (RFC 7323 §2.3).
 

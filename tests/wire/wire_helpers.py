@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +25,15 @@ REASONS = frozenset(
     }
 )
 
-# One settings object for all property tests: enough examples to be meaningful, fast overall.
+# Shared settings: enough examples to be meaningful while the suite stays fast.  Set
+# WIRE_EXAMPLES=5000 (say) for a deeper local run.
+_SCALE = int(os.environ.get("WIRE_EXAMPLES", "0"))
 PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=_SCALE or 150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=_SCALE or 300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 ip4 = st.binary(min_size=4, max_size=4)
 ip6 = st.binary(min_size=16, max_size=16)
