@@ -64,7 +64,7 @@ async def _udp_run(label: str, count: int, seed: int, progress: Progress,
         elapsed = time.perf_counter() - t0
         intact = sum(1 for p in pr.received if p in sent)
         foreign = sum(1 for p in pr.received if p not in sent)
-        stats = a.stats()
+        both = (a.stats(), b.stats())  # damage is caught by whichever stack receives it
         tr.close()
         return {
             "run": label,
@@ -73,8 +73,9 @@ async def _udp_run(label: str, count: int, seed: int, progress: Progress,
             "echoed": intact,
             "corrupt-delivered": foreign,
             "rate": f"{count / elapsed:,.0f} dgram/s",
-            "dropped-bad-checksum": stats["udp"].get("malformed.bad-checksum", 0)
-            + stats["ipv4"].get("malformed.bad-checksum", 0),
+            "dropped-bad-checksum": sum(st[proto].get("malformed.bad-checksum", 0)
+                                        for st in both
+                                        for proto in ("ipv4", "ipv6", "udp", "icmpv4", "icmpv6")),
         }
 
 

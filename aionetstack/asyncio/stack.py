@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl as ssl_module
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aionetstack.asyncio.datagram import DatagramTransport
-from aionetstack.errors import HostUnreachable, InvalidArgument, StackClosed, TimedOut
+from aionetstack.asyncio.server import Server
+from aionetstack.asyncio.transport import TcpTransport, make_ssl_protocol
+from aionetstack.errors import (
+    ConnectStarted,
+    HostUnreachable,
+    InvalidArgument,
+    StackClosed,
+    TimedOut,
+    WouldBlock,
+)
 from aionetstack.link.base import Link
 from aionetstack.link.fd import FdLink
 from aionetstack.stack.addr import to_bytes, to_str
 from aionetstack.stack.nic import NIC
 from aionetstack.stack.stack import CoreStack
-from aionetstack.stack.waiter import EVENT_ERR, EVENT_IN
+from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
+from aionetstack.transport.tcp import TcpEndpoint, TcpProtocol, install_tcp
 
 
 class Stack(CoreStack):
@@ -40,6 +51,7 @@ class Stack(CoreStack):
         self._armed_at: float | None = None
         self.timers.on_earliest = self._on_earliest
         self._fd_links: list[FdLink] = []
+        self.hosts: dict[str, list[bytes]] = {}
 
     # -- loop binding ------------------------------------------------------------------------
     @property
@@ -214,6 +226,248 @@ class Stack(CoreStack):
         finally:
             ep.waiter.unregister(entry)
             ep.close()
+
+
+    # -- TCP -------------------------------------------------------------------------------------
+    def tcp_endpoint(self, family: int = 4) -> TcpEndpoint:
+        """A new, unbound TCP endpoint (the non-blocking core API)."""
+        tcp: TcpProtocol | None = getattr(self, "tcp", None)
+        if tcp is None:
+            tcp = install_tcp(self)
+        return tcp.new_endpoint(family)
+
+    def resolve(self, host: str | None, port: int | str | None,
+                family: int = 0) -> list[tuple[bytes, int]]:
+        """Literal addresses, ``localhost`` and names added with ``add_host``."""
+        import socket
+
+        if port is None:
+            port = 0
+        try:
+            pnum = int(port)
+        except ValueError:
+            try:
+                pnum = socket.getservbyname(str(port))
+            except OSError:
+                raise InvalidArgument(f"unknown service {port!r}") from None
+        if not 0 <= pnum <= 65535:
+            raise InvalidArgument(f"port out of range: {pnum}")
+        want = 4 if family == socket.AF_INET else 6 if family == socket.AF_INET6 else 0
+        if host is None or host == "":
+            names: list[bytes] = [b"\x00" * 4] if want != 6 else [b"\x00" * 16]
+            if want == 0:
+                names.append(b"\x00" * 16)
+        elif host in self.hosts:
+            names = list(self.hosts[host])
+        elif host == "localhost":
+            names = [b"\x7f\x00\x00\x01", bytes(15) + b"\x01"]
+        else:
+            try:
+                names = [to_bytes(host)]
+            except InvalidArgument:
+                raise socket.gaierror(socket.EAI_NONAME,
+                                      f"{host!r} is not an address or a name known to this "
+                                      f"stack (see Stack.add_host)") from None
+        out = [(a, pnum) for a in names if want == 0 or (4 if len(a) == 4 else 6) == want]
+        if not out:
+            raise socket.gaierror(socket.EAI_ADDRFAMILY, f"no address of that family for {host}")
+        return out
+
+    def drop_in(self, *others: Stack, fallthrough: bool = False) -> Any:
+        """``async with stack.drop_in():`` — unmodified asyncio code in the block uses the
+        stack (and ``others``) for its connections, servers, datagrams and name lookups."""
+        from aionetstack.asyncio.loop import drop_in
+
+        return drop_in([self, *others], fallthrough=fallthrough)
+
+    def add_host(self, name: str, *addresses: str) -> None:
+        """Make ``name`` resolve to ``addresses`` on this stack (a tiny /etc/hosts)."""
+        self.hosts.setdefault(name, []).extend(to_bytes(a) for a in addresses)
+
+    async def _connect_endpoint(self, addr: tuple[bytes, int],
+                                local_addr: tuple[str, int] | None) -> TcpEndpoint:
+        loop = self._bind_loop()
+        ep = self.tcp_endpoint(4 if len(addr[0]) == 4 else 6)
+        try:
+            if local_addr is not None:
+                ep.bind(local_addr[0] or None, local_addr[1])
+            try:
+                ep.connect(addr[0], addr[1])
+            except ConnectStarted:
+                pass
+            while True:
+                try:
+                    ep.connect_result()
+                    return ep
+                except WouldBlock:
+                    pass
+                fut: asyncio.Future[None] = loop.create_future()
+
+                def wake(_events: int, fut: asyncio.Future[None] = fut) -> None:
+                    if not fut.done():
+                        fut.set_result(None)
+
+                entry = ep.waiter.register(wake, EVENT_OUT | EVENT_ERR | EVENT_HUP)
+                try:
+                    await fut
+                finally:
+                    ep.waiter.unregister(entry)
+        except BaseException:
+            ep.abort()  # a cancelled or failed connect frees its port at once
+            raise
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None = None,
+        port: int | str | None = None,
+        *,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: Any = None,
+        local_addr: tuple[str, int] | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
+        all_errors: bool = False,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """``loop.create_connection`` over this stack."""
+        if sock is not None:
+            raise ValueError("sock is not supported: a stack has no OS sockets")
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if ssl and server_hostname is None:
+            if host is None:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
+        self._bind_loop()
+        errors: list[OSError] = []
+        ep = None
+        for addr in self.resolve(host, port, family):
+            try:
+                ep = await self._connect_endpoint(addr, local_addr)
+                break
+            except OSError as exc:
+                errors.append(exc)
+        if ep is None:
+            if len(errors) == 1 or not all_errors:
+                raise errors[0]
+            raise ExceptionGroup("create_connection failed", errors)
+        protocol = protocol_factory()
+        return await self._make_transport(ep, protocol, ssl, server_hostname, False,
+                                          ssl_handshake_timeout, ssl_shutdown_timeout)
+
+    async def _make_transport(self, ep: TcpEndpoint, protocol: asyncio.BaseProtocol,
+                              ssl: ssl_module.SSLContext | bool | None,
+                              server_hostname: str | None, server_side: bool,
+                              handshake_timeout: float | None, shutdown_timeout: float | None,
+                              ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        loop = self._bind_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if ssl:
+            ctx = ssl if isinstance(ssl, ssl_module.SSLContext) else (
+                ssl_module.create_default_context())
+            ssl_protocol = make_ssl_protocol(
+                loop, protocol, ctx, waiter, server_side=server_side,
+                server_hostname=server_hostname, handshake_timeout=handshake_timeout,
+                shutdown_timeout=shutdown_timeout)
+            transport = TcpTransport(self, ep, ssl_protocol, loop)
+            try:
+                await waiter
+            except BaseException:
+                transport.abort()
+                raise
+            app_transport: asyncio.Transport = ssl_protocol._app_transport
+            return app_transport, protocol
+        transport = TcpTransport(self, ep, protocol, loop, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.abort()
+            raise
+        return transport, protocol
+
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | list[str] | None = None,
+        port: int | str | None = None,
+        *,
+        family: int = 0,
+        flags: int = 0,
+        sock: Any = None,
+        backlog: int = 100,
+        ssl: ssl_module.SSLContext | None = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> Server:
+        """``loop.create_server`` over this stack (host None/"" = every address)."""
+        if sock is not None:
+            raise ValueError("sock is not supported: a stack has no OS sockets")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl argument must be an SSLContext or None, got {ssl!r}")
+        if ssl_handshake_timeout is not None and ssl is None:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        self._bind_loop()
+        hosts: list[str | None] = list(host) if isinstance(host, list) else [host]
+        addrs: list[tuple[bytes, int]] = []
+        for h in hosts:
+            addrs.extend(self.resolve(h, port, family))
+        listeners: list[TcpEndpoint] = []
+        try:
+            chosen_port = 0
+            for addr, p in addrs:
+                ep = self.tcp_endpoint(4 if len(addr) == 4 else 6)
+                ep.reuse_address = True if reuse_address is None else bool(reuse_address)
+                local = ep.bind(addr if any(addr) else None, p or chosen_port)
+                chosen_port = chosen_port or local[1]  # port 0: one port for every address
+                ep.listen(backlog)
+                listeners.append(ep)
+        except BaseException:
+            for ep in listeners:
+                ep.close()
+            raise
+        server = Server(self, listeners, protocol_factory, ssl, backlog,
+                        ssl_handshake_timeout, ssl_shutdown_timeout)
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+    async def open_connection(self, host: str | None = None, port: int | str | None = None,
+                              *, limit: int = 2 ** 16, **kwds: Any,
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """``asyncio.open_connection`` over this stack."""
+        loop = self._bind_loop()
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await self.create_connection(lambda: protocol, host, port, **kwds)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, writer
+
+    async def start_server(self, client_connected_cb: Callable[..., Any],
+                           host: str | list[str] | None = None,
+                           port: int | str | None = None, *, limit: int = 2 ** 16,
+                           **kwds: Any) -> Server:
+        """``asyncio.start_server`` over this stack."""
+        loop = self._bind_loop()
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=limit, loop=loop)
+            return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+        return await self.create_server(factory, host, port, **kwds)
 
 
 def _find_fd_link(link: Link | None) -> FdLink | None:

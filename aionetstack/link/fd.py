@@ -6,6 +6,15 @@ to ``batch`` frames per wake-up (amortising the loop's per-callback cost) and de
 Writes go straight to the fd; on EAGAIN the frame is queued and the adapter is asked (through
 ``writer_hook``) to watch for writability, so back-pressure never drops a frame silently: only
 when the queue exceeds ``tx_queue_limit`` frames are new frames dropped, and counted.
+
+Subclasses adapt the framing through three hooks: ``_frame_out(frame)`` turns an outbound frame
+into what is written (a buffer, or a list of buffers written with one ``writev``, e.g. a
+virtio_net_hdr plus the frame), ``_read(fd, size)`` reads one frame (returning ``None`` for a
+frame to skip, e.g. a packet socket's echo of an outgoing frame) and ``_rx(data)`` delivers it
+(e.g. stripping a header or splitting a super-packet).
+
+``fd(fd, l2=..., mtu=...)`` wraps any datagram or seqpacket fd (a ``socketpair`` to another
+process, a connected UDP socket) as a link.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from collections.abc import Callable
 
 from aionetstack.clock import Clock
 from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+
+TxItem = Frame | list[Frame]  # one frame, or the pieces of one frame for writev
 
 
 class FdLink(Link):
@@ -33,7 +44,7 @@ class FdLink(Link):
         self.tx_queue_limit = tx_queue_limit
         self._receiver: LinkReceiver | None = None
         self._clock: Clock | None = None
-        self._txq: deque[Frame] = deque()
+        self._txq: deque[TxItem] = deque()
         self.writer_hook: Callable[[bool], None] | None = None
         self.on_close: Callable[[], None] | None = None
         self.closed = False
@@ -55,14 +66,32 @@ class FdLink(Link):
     def send(self, frame: Frame) -> None:
         if self.closed:
             return
+        self._put(self._frame_out(frame))
+
+    def _frame_out(self, frame: Frame) -> TxItem:
+        """What to write for ``frame`` (hook: e.g. prefix a header)."""
+        return frame
+
+    def _write(self, item: TxItem) -> None:
+        if isinstance(item, list):
+            os.writev(self._fd, item)
+        else:
+            os.write(self._fd, item)
+
+    def _put(self, item: TxItem) -> None:
         st = self._stats
         if self._txq:
-            self._enqueue(frame)
+            self._enqueue(item)
             return
         try:
-            os.write(self._fd, frame)
+            self._write(item)
         except BlockingIOError:
-            self._enqueue(frame)
+            self._enqueue(item)
+            if self.writer_hook is not None:
+                self.writer_hook(True)
+            return
+        except InterruptedError:
+            self._enqueue(item)
             if self.writer_hook is not None:
                 self.writer_hook(True)
             return
@@ -72,30 +101,30 @@ class FdLink(Link):
                 self.close()
             return
         st["tx_frames"] += 1
-        st["tx_bytes"] += len(frame)
+        st["tx_bytes"] += _size(item)
 
-    def _enqueue(self, frame: Frame) -> None:
+    def _enqueue(self, item: TxItem) -> None:
         if len(self._txq) >= self.tx_queue_limit:
             self._stats["tx_dropped_queue"] += 1
             return
         self._stats["tx_queued"] += 1
-        self._txq.append(frame)
+        self._txq.append(item)
 
     def write_ready(self) -> None:
         """The fd is writable: flush the queue; stop watching once it is empty."""
         q = self._txq
         st = self._stats
         while q:
-            frame = q[0]
+            item = q[0]
             try:
-                os.write(self._fd, frame)
-            except BlockingIOError:
+                self._write(item)
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 st["tx_errors"] += 1
             else:
                 st["tx_frames"] += 1
-                st["tx_bytes"] += len(frame)
+                st["tx_bytes"] += _size(item)
             q.popleft()
         if self.writer_hook is not None:
             self.writer_hook(False)
@@ -103,7 +132,6 @@ class FdLink(Link):
     # -- input -----------------------------------------------------------------------------
     def read_ready(self) -> None:
         """The fd is readable: read and deliver up to ``batch`` frames."""
-        r = self._receiver
         st = self._stats
         fd = self._fd
         size = self.read_size
@@ -111,23 +139,33 @@ class FdLink(Link):
             if self.closed:
                 return
             try:
-                data = os.read(fd, size)
+                data = self._read(fd, size)
             except BlockingIOError:
                 return
+            except InterruptedError:
+                continue
             except OSError as exc:
                 st["rx_errors"] += 1
                 if exc.errno in (errno.EBADF, errno.ENODEV, errno.EIO):
                     self.close()
                 return
+            if data is None:
+                continue
             if not data:
                 return
             st["rx_frames"] += 1
             st["rx_bytes"] += len(data)
-            if r is not None:
-                r.link_deliver(self._strip(memoryview(data)))
+            if self._receiver is not None:
+                self._rx(data)
 
-    def _strip(self, frame: memoryview) -> memoryview:
-        return frame
+    def _read(self, fd: int, size: int) -> bytes | None:
+        """Read one frame (hook); ``None`` skips it, ``b""`` ends the batch."""
+        return os.read(fd, size)
+
+    def _rx(self, data: bytes) -> None:
+        """Deliver one read (hook: strip headers, split super-packets)."""
+        assert self._receiver is not None
+        self._receiver.link_deliver(memoryview(data))
 
     def close(self) -> None:
         if self.closed:
@@ -144,3 +182,23 @@ class FdLink(Link):
 
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
+
+
+def _size(item: TxItem) -> int:
+    if isinstance(item, list):
+        return sum(len(b) for b in item)
+    return len(item)
+
+
+def fd(fd: int, *, l2: bool = False, mtu: int = 1500, mac: bytes | None = None,
+       name: str = "fd", owns_fd: bool = True, batch: int = 64) -> FdLink:
+    """A link over any datagram or seqpacket fd: one frame per read and per write.
+
+    ``l2`` frames are Ethernet (a random locally administered MAC unless ``mac`` is given),
+    otherwise bare IP packets.  The fd is made non-blocking; the link closes it on close unless
+    ``owns_fd`` is false.
+    """
+    if l2 and mac is None:
+        mac = bytes([0x02]) + os.urandom(5)
+    return FdLink(fd, LinkCaps(mtu=mtu, l2=l2, mac=mac if l2 else None), name=name,
+                  owns_fd=owns_fd, batch=batch)

@@ -20,9 +20,12 @@ Per frame, in this order, a direction applies:
    Without ``rate`` the departure time is ``now``.
 4. loss — with probability ``loss`` the frame is lost on the wire (``dropped_loss``); it has
    already consumed its share of the rate limiter, as a real lost frame would.
-5. corrupt — with probability ``corrupt`` 1-3 distinct random bits are flipped in a copy of the
-   frame (``corrupted``).  A corrupting pipe advertises neither checksum offload nor trusted
-   checksums, so the stack fills and verifies checksums and sees the damage.
+5. corrupt — with probability ``corrupt`` 1-3 distinct random bits of one random 16-bit word
+   (at an even offset) are flipped in a copy of the frame (``corrupted``).  Keeping the damage in
+   one aligned word makes it detectable by every Internet checksum (RFC 1071): flips in two words
+   at the same bit position and in opposite directions cancel out and would slip through.  A
+   corrupting pipe advertises neither checksum offload nor trusted checksums, so the stack fills
+   and verifies checksums and sees the damage.
 6. delay — ``arrival = departure + max(0, delay + uniform(-jitter, +jitter))``; then
    ``arrival = max(arrival, last_arrival)`` so jitter alone never reorders (FIFO, like a wire).
 7. reorder — with probability ``reorder`` the frame is held back an extra ``reorder_delay``
@@ -252,9 +255,12 @@ class PipeEnd(Link):
         # 5. corruption (on a private copy)
         if imp.corrupt and rng.random() < imp.corrupt and n:
             buf = bytearray(frame)
-            nbits = n * 8
-            for bit in rng.sample(range(nbits), min(rng.randint(1, 3), nbits)):
-                buf[bit >> 3] ^= 1 << (bit & 7)
+            # 1-3 bits of one 16-bit word (at an even offset): damage every Internet
+            # checksum detects; flips spread over two words can cancel out (RFC 1071)
+            word = rng.randrange((n + 1) >> 1) << 1
+            width = 16 if word + 1 < n else 8
+            for bit in rng.sample(range(width), rng.randint(1, 3)):
+                buf[word + (bit >> 3)] ^= 1 << (bit & 7)
             frame = buf
             stats["corrupted"] += 1
         # 6. delay, jitter, FIFO

@@ -6,13 +6,32 @@ namespace, and configures the kernel side (addresses, MTU, up) through pyroute2 
 The fd is opened in the target namespace, so the device is born there; the fd works from any
 namespace afterwards.  Devices created here are not persistent: closing the link removes them.
 
-Offloads (IFF_VNET_HDR, TUNSETOFFLOAD) are not negotiated yet: ``offload`` is accepted for the
-public signature, and ``caps`` honestly reports no checksum/segmentation offload.
+Offloads (``offload=True``, the default).  The fd is opened with ``IFF_VNET_HDR`` and a 10-byte
+``virtio_net_hdr`` (``TUNSETVNETHDRSZ``; see ``aionetstack.link.vnet``) precedes every frame in
+both directions.  ``TUNSETOFFLOAD`` then asks for ``TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 |
+TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6``, falling back to the set without USO (kernels before
+6.2), then to checksum only, then to none; ``offloads`` records what the device accepted.
+With ``TUN_F_CSUM`` the kernel may hand us packets with partial checksums (NEEDS_CSUM): they
+were produced or verified by the kernel itself, so the link reports ``rx_checksum_trusted`` and
+the stack does not verify them.  Outbound, ``caps.tx_checksum_offload`` lets the stack leave
+TCP/UDP checksums empty: the link writes the pseudo-header sum and NEEDS_CSUM and the kernel
+finishes the checksum (or trusts it, for local delivery).  With TSO the kernel accepts TCP
+super-segments up to 64 KiB (``caps.gso_max_size``): ``send_gso(frame, gso_size)`` sends one
+with an explicit MSS, and ``send`` turns a TCP packet longer than the MTU into a TSO frame with
+the MSS the MTU allows.  Inbound, TCP super-segments are delivered whole; USO super-datagrams
+are split into their datagrams.  ``send_gso`` on a device without TSO/USO segments in software.
+
+Multi-queue (``queues > 1``): the device is created/attached with ``IFF_MULTI_QUEUE``; each
+``Tun(name, queues=N)`` object opens one more queue of the same device (typically one per stack
+or process) and the kernel spreads flows across queues by flow hash.  All queues of a device
+must agree on the flags (``IFF_VNET_HDR`` is device-wide), so open them with the same
+``offload`` setting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import struct
@@ -22,17 +41,33 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from aionetstack.errors import InvalidArgument, NetstackError, NotSupported
-from aionetstack.link.base import LinkCaps
-from aionetstack.link.fd import FdLink
+from aionetstack.link.base import Frame, LinkCaps
+from aionetstack.link.fd import FdLink, TxItem
+from aionetstack.link.vnet import VIRTIO_NET_HDR_LEN, VnetCodec, segment
 
 T = TypeVar("T")
 
-TUNSETIFF = 0x400454CA
+TUNSETIFF = 0x400454CA  # _IOW('T', 202, int)
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUNSETVNETHDRSZ = 0x400454D8  # _IOW('T', 216, int)
 IFF_TUN = 0x0001
 IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 IFNAMSIZ = 16
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
+TUN_F_UFO = 0x10
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
+_OFFLOAD_TRIES = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+    TUN_F_CSUM,
+)
 
 
 class DeviceError(NetstackError):
@@ -139,15 +174,86 @@ class _TunTapBase(FdLink):
                  netns: str | None = None, mac: bytes | None = None, batch: int = 64) -> None:
         if queues < 1:
             raise InvalidArgument("queues must be >= 1")
-        flags = self._kind_flag | IFF_NO_PI | (IFF_MULTI_QUEUE if queues > 1 else 0)
+        flags = (self._kind_flag | IFF_NO_PI | (IFF_MULTI_QUEUE if queues > 1 else 0)
+                 | (IFF_VNET_HDR if offload else 0))
         fd = _open_tun(name, flags, netns)
         self.device = name
         self.netns = netns
+        self.queues = queues
         self.offload_requested = offload
+        self.offloads = 0  # the TUN_F_* flags the device accepted
+        self._vnet: VnetCodec | None = None
+        if offload:
+            try:
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VIRTIO_NET_HDR_LEN))
+                self.offloads = _set_offload(fd)
+            except OSError as exc:
+                os.close(fd)
+                raise DeviceError(f"cannot set up offloads on {name}: {exc.strerror}") from None
+            self._vnet = VnetCodec(
+                l2=self._l2, csum=bool(self.offloads & TUN_F_CSUM),
+                tso=bool(self.offloads & TUN_F_TSO4 and self.offloads & TUN_F_TSO6),
+                uso=bool(self.offloads & TUN_F_USO4 and self.offloads & TUN_F_USO6),
+                complete_rx=False)
         if self._l2 and mac is None:
             mac = bytes([0x02]) + os.urandom(5)
-        caps = LinkCaps(mtu=mtu, l2=self._l2, mac=mac)
-        super().__init__(fd, caps, name=name, batch=batch)
+        vnet = self._vnet
+        caps = LinkCaps(mtu=mtu, l2=self._l2, mac=mac,
+                        tx_checksum_offload=vnet is not None and vnet.csum,
+                        rx_checksum_trusted=vnet is not None,
+                        gso_max_size=65535 if vnet is not None and vnet.tso else 0)
+        super().__init__(fd, caps, name=name, batch=batch,
+                         read_size=65536 + 128 if vnet is not None else 65536 + 64)
+
+    # -- offloads ----------------------------------------------------------------------------
+    def _frame_out(self, frame: Frame) -> TxItem:
+        vnet = self._vnet
+        if vnet is None:
+            return frame
+        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
+            frame = bytearray(frame)
+        return [vnet.tx_header(frame, 0, self._caps.mtu), frame]
+
+    def send_gso(self, frame: Frame, gso_size: int) -> None:
+        """Send one TCP or UDP packet larger than the MTU, to be cut into pieces carrying
+        ``gso_size`` payload bytes each (TCP: the MSS; UDP: the datagram size).
+
+        With TSO/USO the kernel segments it; otherwise it is segmented here.
+        """
+        if self.closed:
+            return
+        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
+            frame = bytearray(frame)
+        vnet = self._vnet
+        if vnet is not None and vnet.can_gso(frame):
+            self._put([vnet.tx_header(frame, gso_size), frame])
+            return
+        pieces = segment(frame, 14 if self._l2 else 0, gso_size)
+        if vnet is not None:
+            vnet.stats["tx_sw_segmented"] += 1
+        for piece in pieces:
+            self.send(piece)
+
+    def _rx(self, data: bytes) -> None:
+        vnet = self._vnet
+        r = self._receiver
+        assert r is not None
+        if vnet is None:
+            r.link_deliver(memoryview(data))
+            return
+        try:
+            frames = vnet.rx(data)
+        except ValueError:
+            self._stats["rx_errors"] += 1
+            return
+        for f in frames:
+            r.link_deliver(f)
+
+    def stats(self) -> dict[str, int]:
+        st = super().stats()
+        if self._vnet is not None:
+            st.update(self._vnet.stats)
+        return st
 
     @classmethod
     def create(cls, name: str, *, peer_address: str | Iterable[str] = (), mtu: int = 1500,
@@ -161,6 +267,20 @@ class _TunTapBase(FdLink):
             link.close()
             raise
         return link
+
+
+def _set_offload(fd: int) -> int:
+    """TUNSETOFFLOAD with the richest flag set the kernel accepts; returns what was accepted."""
+    for flags in _OFFLOAD_TRIES:
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            continue
+        return flags
+    fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+    return 0
 
 
 class Tun(_TunTapBase):

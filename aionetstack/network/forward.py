@@ -59,6 +59,9 @@ class Forwarder:
             st.drop("no-route")
             stack.icmp.send_error(pkt, 3, 0)
             return
+        if route.nic.is_directed_broadcast(h.dst):
+            st.drop("not-forwardable")  # RFC 2644: no directed broadcasts forwarded by default
+            return
         n = h.total_length
         if n > route.mtu:
             if h.df:
@@ -69,7 +72,8 @@ class Forwarder:
                 st.drop("too-big-with-options")
                 return
             route.local = h.src  # fragments keep the original source
-            stack.ipv4.fragment_out(route, h.payload, h.protocol, h.ttl - 1, h.tos)
+            stack.ipv4.fragment_out(route, h.payload, h.protocol, h.ttl - 1, h.tos,
+                                    ident=h.ident, frag_offset=h.frag_offset, mf=h.mf)
             return
         off = route.l3_offset
         buf = bytearray(off + n)

@@ -210,7 +210,7 @@ class IcmpProtocol:
             mtu = 0
             if kind == "frag-needed":
                 mtu = msg.next_hop_mtu or _plateau(int.from_bytes(inner[2:4], "big"))
-                if mtu >= 68:
+                if mtu >= 68 and src in self.stack._local:  # only about packets we sent
                     self.stack.update_pmtu(dst, mtu)
             self._dispatch(IcmpError(4, t, msg.code, kind, src, dst, proto, inner[ihl:], mtu))
         else:
@@ -253,7 +253,8 @@ class IcmpProtocol:
             elif t == I6.PACKET_TOO_BIG:
                 kind = "frag-needed"
                 mtu = msg.rest
-                self.stack.update_pmtu(dst, mtu)
+                if src in self.stack._local:  # only about packets we sent
+                    self.stack.update_pmtu(dst, mtu)
             elif t == I6.TIME_EXCEEDED:
                 kind = "time-exceeded"
             elif t == I6.PARAM_PROBLEM:
@@ -327,7 +328,7 @@ class IcmpProtocol:
                         packet[ihl] in _V4_ERROR_TYPES):
                     st["error-suppressed.about-error"] += 1
                     return False
-        elif len(packet) > 40 and packet[6] == PROTO_ICMPV6 and packet[40] < 128:
+        elif _icmpv6_error_type(packet):
             st["error-suppressed.about-error"] += 1
             return False
         if not self.bucket.take(stack.now()):
@@ -353,6 +354,27 @@ class IcmpProtocol:
             stack.send_ip(route, buf, n, PROTO_ICMPV6)
         st[f"error-sent.{type_}"] += 1
         return True
+
+
+def _icmpv6_error_type(packet: memoryview) -> bool:
+    """True when the IPv6 ``packet`` carries an ICMPv6 error, behind any extension headers."""
+    n = len(packet)
+    if n < 40:
+        return False
+    nh = packet[6]
+    off = 40
+    for _ in range(17):
+        if nh in (0, 43, 60):  # hop-by-hop, routing, destination options
+            if off + 2 > n:
+                return False
+            nh, off = packet[off], off + ((packet[off + 1] + 1) << 3)
+        elif nh == 44:  # fragment: only the first fragment holds the ICMPv6 header
+            if off + 8 > n or ((packet[off + 2] << 8) | packet[off + 3]) & 0xFFF8:
+                return False
+            nh, off = packet[off], off + 8
+        else:
+            break
+    return nh == PROTO_ICMPV6 and off < n and packet[off] < 128
 
 
 def _plateau(total_length: int) -> int:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aionetstack.errors import MessageTooLong
 from aionetstack.network.fragment import Reassembler, fragment_payload
 from aionetstack.network.packet import BROADCAST, MULTICAST, UNICAST, PacketInfo
-from aionetstack.wire.checksum import PROTO_ICMP
+from aionetstack.wire.checksum import PROTO_ICMP, checksum
 from aionetstack.wire.errors import MalformedPacket
 from aionetstack.wire.icmpv4 import DEST_UNREACH, TIME_EXCEEDED
 from aionetstack.wire.ipv4 import pack_ipv4, parse_ipv4
@@ -81,7 +81,9 @@ class IPv4Protocol:
         if h.mf or h.frag_offset:
             whole = self.reassembler.add((src, dst, h.protocol, h.ident), h.frag_offset, h.mf,
                                          payload, stack.now(),
-                                         bytes(view[: h.header_len]) if h.frag_offset == 0
+                                         # header + 64 bits of data: what a time
+                                         # exceeded quotes (RFC 792)
+                                         bytes(view[: h.header_len + 8]) if h.frag_offset == 0
                                          else None)
             stack.stats_.fragment["received"] += 1
             self._arm_fragments()
@@ -89,7 +91,14 @@ class IPv4Protocol:
                 return
             stack.stats_.fragment["reassembled"] += 1
             payload = memoryview(whole)
-            packet = memoryview(bytes(view[: h.header_len]) + whole)
+            # the reassembled datagram (quoted by ICMP errors) is no longer a fragment
+            hdr = bytearray(view[: h.header_len])
+            hdr[2:4] = min(h.header_len + len(whole), 0xFFFF).to_bytes(2, "big")
+            hdr[6] &= 0x40  # keep DF, clear MF and the offset
+            hdr[7] = 0
+            hdr[10:12] = b"\x00\x00"
+            hdr[10:12] = checksum(hdr).to_bytes(2, "big")
+            packet = memoryview(bytes(hdr) + whole)
         st["delivered"] += 1
         pkt = PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first)
         proto = h.protocol
@@ -140,17 +149,23 @@ class IPv4Protocol:
                           protocol, ttl, tos)
 
     def fragment_out(self, route: Route, payload: memoryview, protocol: int, ttl: int,
-                     tos: int) -> None:
-        """RFC 791 §3.2 fragmentation: every piece but the last a multiple of 8 bytes."""
+                     tos: int, ident: int | None = None, frag_offset: int = 0,
+                     mf: bool = False) -> None:
+        """RFC 791 §3.2 fragmentation: every piece but the last a multiple of 8 bytes.
+
+        A router re-fragmenting a datagram (or a fragment of one) passes its ``ident``, its
+        ``frag_offset`` and its MF flag, which the pieces keep.
+        """
         room = (route.mtu - 20) & ~7
-        ident = self.next_ident()
+        if ident is None:
+            ident = self.next_ident()
         off = route.l3_offset
         for start, length, more in fragment_payload(len(payload), room, room):
             fb = bytearray(off + 20 + length)
             fb[off + 20:] = payload[start:start + length]
             pack_ipv4(fb, off, src=route.local, dst=route.remote, protocol=protocol,
-                      payload_len=length, ttl=ttl, tos=tos, ident=ident, mf=more,
-                      frag_offset=start)
+                      payload_len=length, ttl=ttl, tos=tos, ident=ident, mf=more or mf,
+                      frag_offset=frag_offset + start)
             self.stats["sent"] += 1
             self.stats["fragments-sent"] += 1
             route.nic.output(fb, off, route.next_hop)

@@ -92,7 +92,9 @@ class IPv6Protocol:
                     pkt = PacketInfo(6, src, dst, nic, h.hop_limit, packet, cast)
                     stack.icmp.send_error(pkt, PARAM_PROBLEM, 0, 4)
                     return
-                unfrag = bytes(view[: 40 + chain.offset])
+                # kept for a time exceeded on timeout: the headers, the fragment header and the
+                # first 8 bytes of data (the ports), so the source can tell what was lost
+                unfrag = bytes(view[: 40 + chain.offset + 16])
                 whole = self.reassembler.add((src, dst, frag.ident), frag.frag_offset, frag.more,
                                              frag.payload, stack.now(),
                                              unfrag if frag.frag_offset == 0 else None)
@@ -131,7 +133,7 @@ class IPv6Protocol:
         else:
             st.drop("unknown-protocol")
             # RFC 8200 §4: parameter problem code 1 pointing at the offending next-header field
-            stack.icmp.send_error(pkt, PARAM_PROBLEM, 1, 6 if chain.offset == 0 else 40)
+            stack.icmp.send_error(pkt, PARAM_PROBLEM, 1, chain.nh_pointer)
 
     def _arm_fragments(self) -> None:
         d = self.reassembler.next_deadline()

@@ -31,6 +31,7 @@ from aionetstack.network.packet import IcmpError, PacketInfo
 from aionetstack.stack.addr import (
     AddressLike,
     is_link_local6,
+    is_loopback,
     is_multicast,
     parse_interface,
     parse_network,
@@ -225,6 +226,8 @@ class CoreStack:
             return Route(family, src or dst, dst, dst, self.loopback, self.loopback.mtu)
         if src is not None and src not in self._local:
             raise AddressNotAvailable(f"{to_str(src)} is not a local address")
+        if is_loopback(dst):  # RFC 1122 §3.2.1.3(g): never on a wire, whatever the routes say
+            raise NoRoute(f"loopback address {to_str(dst)} is not assigned to this stack")
         if is_multicast(dst) or dst == b"\xff\xff\xff\xff":
             n = out or (self.nics.get(self._local[src].id) if src else None)
             if n is None:

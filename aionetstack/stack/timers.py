@@ -58,11 +58,12 @@ class Timer:
 class Timers:
     """The stack's deadline heap."""
 
-    __slots__ = ("_heap", "_seq", "on_earliest")
+    __slots__ = ("_compact_at", "_heap", "_seq", "on_earliest")
 
     def __init__(self) -> None:
         self._heap: list[_Entry] = []
         self._seq = 0
+        self._compact_at = 256  # heap size at which to look for garbage next
         self.on_earliest: Callable[[float], None] | None = None
 
     def timer(self, callback: Callable[[float], Any]) -> Timer:
@@ -82,8 +83,11 @@ class Timers:
         heapq.heappush(heap, (at, self._seq, timer, timer._gen))
         if (head is None or at < head) and self.on_earliest is not None:
             self.on_earliest(at)
-        if len(heap) > 256 and len(heap) > 4 * self._live_estimate():
-            self._compact()
+        if len(heap) > self._compact_at:
+            # the O(n) scan runs only when the heap has doubled since the last one: amortised O(1)
+            if len(heap) > 4 * self._live_estimate():
+                self._compact()
+            self._compact_at = max(256, 2 * len(self._heap))
 
     def _live_estimate(self) -> int:
         return sum(1 for e in self._heap if e[3] == e[2]._gen and e[2].deadline is not None)

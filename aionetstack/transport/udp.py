@@ -155,7 +155,7 @@ class UdpEndpoint:
                 raise DestinationRequired("not connected and no destination given")
             dst, dport = self.remote
             route = self._route
-            if route is None or not route.nic.up:
+            if route is None or not route.nic.up or dst in stack.pmtu:  # PMTU learnt: re-resolve
                 route = self._route = stack.find_route(dst, self.local[0] if self.local else None)
         else:
             dst = self._addr(address[0])
@@ -170,8 +170,10 @@ class UdpEndpoint:
             raise BroadcastDisabled("sending to a broadcast address needs broadcast=True")
         assert self.local is not None
         buf = route.new_packet(8 + n)
+        # a datagram that will be fragmented needs its checksum now: no link can fill it later
         pack_udp(buf, route.headroom, route.local, dst, self.local[1], dport, data,
-                 checksum=not route.nic.tx_offload)
+                 checksum=not route.nic.tx_offload
+                 or 8 + n + (20 if route.family == 4 else 40) > route.mtu)
         stack.send_ip(route, buf, 8 + n, PROTO_UDP, ttl=self.ttl)
         self._proto.stats["sent"] += 1
         return n

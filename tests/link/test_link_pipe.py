@@ -296,6 +296,30 @@ def test_corrupt_flips_one_to_three_bits() -> None:
     assert {1, 2, 3} <= set(damaged)
 
 
+
+def test_corrupt_damage_is_always_caught_by_the_internet_checksum() -> None:
+    """All flipped bits lie in one 16-bit word at an even offset, so an RFC 1071 checksum over
+    the frame (and over any even-aligned part of it) always changes: flips in two words at the
+    same bit position and in opposite directions would cancel out and slip through."""
+    from aionetstack.wire.checksum import checksum
+
+    clock = ManualClock()
+    a, b, _, rb = attached(clock, corrupt=0.5, seed=11)
+    originals = [bytes((i * 7 + j) & 0xFF for j in range(60 + i % 41)) for i in range(3000)]
+    for f in originals:
+        a.send(f)
+    b.poll()
+    damaged = 0
+    for got, orig in zip(rb.frames, originals, strict=True):
+        if got == orig:
+            continue
+        damaged += 1
+        offsets = [k for k in range(len(orig)) if got[k] != orig[k]]
+        assert offsets[-1] - offsets[0] <= 1 and offsets[0] // 2 == offsets[-1] // 2, offsets
+        assert checksum(got) != checksum(orig)
+    assert damaged == a.stats()["corrupted"] and abs(damaged - 1500) < 150
+
+
 def test_corrupt_bytearray_frame_copied() -> None:
     clock = ManualClock()
     a, b, _, rb = attached(clock, corrupt=1.0, seed=5)

@@ -1,0 +1,166 @@
+"""An AF_PACKET link: the stack as one more host on an existing Ethernet segment.
+
+Theory of operation
+-------------------
+``Packet(ifname)`` opens an ``AF_PACKET``/``SOCK_RAW`` socket for ``ETH_P_ALL`` bound to an
+existing interface (one end of a veth pair, a bridge port, a real NIC) and exchanges whole
+Ethernet frames through it (packet(7)).  By default the stack takes a random locally
+administered MAC and the interface is put in promiscuous mode (``PACKET_ADD_MEMBERSHIP`` with
+``PACKET_MR_PROMISC``, undone automatically when the socket closes), so frames addressed to the
+stack's MAC reach us; the NIC's MAC filter drops the rest.  The kernel's own IP configuration of
+the interface is unaffected: to the kernel, the stack is a different host on the wire.
+
+Frames the kernel transmits on the interface are looped back to packet sockets with
+``sll_pkttype == PACKET_OUTGOING``; we ask the kernel not to (``PACKET_IGNORE_OUTGOING``, Linux
+4.20) and also drop any that still arrive (``recvfrom`` reports the pkttype).  Our own frames are
+never looped back to the socket that sent them.
+
+Offloads (``offload=True``): ``PACKET_VNET_HDR`` puts a ``virtio_net_hdr`` before every frame (see
+``aionetstack.link.vnet``).  Inbound that tells us which frames carry a partial checksum (a frame
+from a local veth peer is often ``CHECKSUM_PARTIAL``: without the header it would look corrupt):
+those are completed in software, and everything else is verified by the stack as usual (frames
+from a real wire are not trusted).  GSO super-frames from the peer are delivered whole (TCP) or
+split (UDP).  Outbound the kernel finishes partial checksums (``tx_checksum_offload``) and
+segments TSO/USO frames passed to ``send_gso``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Any, Final
+
+from aionetstack.errors import InvalidArgument
+from aionetstack.link.base import Frame, LinkCaps
+from aionetstack.link.fd import FdLink, TxItem
+from aionetstack.link.tun import DeviceError, _in_netns, run_netlink
+from aionetstack.link.vnet import VnetCodec, segment
+
+ETH_P_ALL: Final = 0x0003
+SOL_PACKET: Final = 263
+PACKET_ADD_MEMBERSHIP: Final = 1
+PACKET_MR_PROMISC: Final = 1
+PACKET_VNET_HDR: Final = 15
+PACKET_IGNORE_OUTGOING: Final = 23
+PACKET_OUTGOING: Final = 4
+
+
+def _interface_info(ifname: str, netns: str | None) -> tuple[int, int, bytes]:
+    """(ifindex, mtu, mac) of ``ifname`` through pyroute2."""
+
+    def work() -> tuple[int, int, bytes]:
+        from pyroute2 import IPRoute, NetNS
+
+        ipr: Any = NetNS(netns) if netns else IPRoute()
+        try:
+            idx = ipr.link_lookup(ifname=ifname)
+            if not idx:
+                raise DeviceError(f"no interface named {ifname}")
+            msg = ipr.get_links(idx[0])[0]
+            mac = msg.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+            return idx[0], int(msg.get_attr("IFLA_MTU")), bytes.fromhex(mac.replace(":", ""))
+        finally:
+            ipr.close()
+
+    return run_netlink(work)
+
+
+class Packet(FdLink):
+    """An L2 link over an AF_PACKET socket bound to interface ``ifname``."""
+
+    def __init__(self, ifname: str, *, netns: str | None = None, mac: bytes | None = None,
+                 use_interface_mac: bool = False, promisc: bool = True, offload: bool = True,
+                 mtu: int | None = None, batch: int = 64) -> None:
+        if mac is not None and len(mac) != 6:
+            raise InvalidArgument("mac must be 6 bytes")
+        index, if_mtu, if_mac = _interface_info(ifname, netns)
+        if use_interface_mac:
+            mac = if_mac
+        elif mac is None:
+            mac = bytes([0x02]) + os.urandom(5)
+        with _in_netns(netns):
+            try:
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            except PermissionError:
+                raise DeviceError("AF_PACKET sockets need CAP_NET_RAW") from None
+        try:
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            except OSError:
+                pass  # before Linux 4.20: filtered by pkttype in _read
+            if offload:
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            sock.bind((ifname, ETH_P_ALL))
+            if promisc:
+                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
+                                struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b""))
+        except OSError as exc:
+            sock.close()
+            raise DeviceError(f"cannot bind a packet socket to {ifname}: {exc.strerror}"
+                              ) from None
+        self._sock = sock
+        self.interface = ifname
+        self.ifindex = index
+        self.netns = netns
+        self._vnet = VnetCodec(l2=True, csum=True, tso=True, uso=True,
+                               complete_rx=True) if offload else None
+        caps = LinkCaps(mtu=mtu or if_mtu, l2=True, mac=mac, tx_checksum_offload=offload,
+                        rx_checksum_trusted=False, gso_max_size=65535 if offload else 0)
+        super().__init__(sock.fileno(), caps, name=ifname, owns_fd=False, batch=batch,
+                         read_size=65536 + 128)
+
+    def _read(self, fd: int, size: int) -> bytes | None:
+        data, addr = self._sock.recvfrom(size)
+        if addr[2] == PACKET_OUTGOING:
+            return None
+        return data
+
+    def _frame_out(self, frame: Frame) -> TxItem:
+        vnet = self._vnet
+        if vnet is None:
+            return frame
+        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
+            frame = bytearray(frame)
+        return [vnet.tx_header(frame, 0, self._caps.mtu), frame]
+
+    def send_gso(self, frame: Frame, gso_size: int) -> None:
+        """Send a TCP/UDP frame larger than the MTU, cut into ``gso_size``-byte pieces (by the
+        kernel with offloads, in software without)."""
+        if self.closed:
+            return
+        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
+            frame = bytearray(frame)
+        vnet = self._vnet
+        if vnet is not None and vnet.can_gso(frame):
+            self._put([vnet.tx_header(frame, gso_size), frame])
+            return
+        for piece in segment(frame, 14, gso_size):
+            self.send(piece)
+
+    def _rx(self, data: bytes) -> None:
+        r = self._receiver
+        assert r is not None
+        vnet = self._vnet
+        if vnet is None:
+            r.link_deliver(memoryview(data))
+            return
+        try:
+            frames = vnet.rx(data)
+        except ValueError:
+            self._stats["rx_errors"] += 1
+            return
+        for f in frames:
+            r.link_deliver(f)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        self._sock.close()
+
+    def stats(self) -> dict[str, int]:
+        st = super().stats()
+        if self._vnet is not None:
+            st.update(self._vnet.stats)
+        return st

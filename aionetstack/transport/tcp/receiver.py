@@ -1,0 +1,177 @@
+"""The receive side: reassembly and the advertised window (RFC 9293 §3.8.6, §3.10.7.4).
+
+State (RFC 9293 §3.3.1 names): ``irs``, ``rcv_nxt``; ``rcv_adv`` is the right edge of the window
+last advertised, so ``rcv_wnd = rcv_adv - rcv_nxt``.
+
+* In-order bytes go to ``buffer`` (unread data); the window offered to the peer is the free space
+  ``capacity - len(buffer)``.  The right edge never moves left (RFC 9293 §3.8.6.2.1: shrinking the
+  window is strongly discouraged), and only moves right by at least ``min(capacity/2, MSS)``
+  (receiver SWS avoidance, RFC 9293 §3.8.6.2.2).
+* With window scaling (RFC 7323 §2.3) the field carries ``window >> rcv_wscale``; the window is
+  rounded *up* to a multiple of the scale so the advertised edge never shrinks by rounding (the
+  buffer may overshoot ``capacity`` by less than ``1 << rcv_wscale``).
+* Segments are trimmed to ``[rcv_nxt, rcv_adv)`` (duplicate and overlapping bytes dropped).  Bytes
+  beyond ``rcv_nxt`` wait in an out-of-order list of disjoint ``[seq, data]`` blocks, merged on
+  insert, whose total size is bounded by the window; a hole filling releases every contiguous
+  block.  A FIN beyond a hole is remembered and consumed when the hole fills.
+"""
+
+from __future__ import annotations
+
+from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
+
+
+class Receiver:
+    __slots__ = ("buffer", "bytes_received", "capacity", "fin_received", "fin_seq", "irs",
+                 "last_sack", "mss", "ooo", "ooo_bytes", "rcv_adv", "rcv_nxt", "rcv_wscale")
+
+    def __init__(self, capacity: int, rcv_wscale: int) -> None:
+        self.capacity = capacity
+        self.rcv_wscale = rcv_wscale
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.mss = 536
+        self.buffer = bytearray()
+        self.ooo: list[tuple[int, bytes]] = []  # disjoint, sorted by sequence number
+        self.ooo_bytes = 0
+        self.fin_seq: int | None = None  # a FIN seen but not yet in order
+        self.fin_received = False
+        self.bytes_received = 0
+        self.last_sack = 0  # start of the block that took the latest out-of-order segment
+
+    def start(self, irs: int) -> None:
+        self.irs = irs
+        self.rcv_nxt = seq_add(irs, 1)
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self._free(), 0xFFFF))  # the SYN's window
+
+    @property
+    def rcv_wnd(self) -> int:
+        return max(seq_sub(self.rcv_adv, self.rcv_nxt), 0)
+
+    # -- window ------------------------------------------------------------------------------
+    def _free(self) -> int:
+        return max(self.capacity - len(self.buffer), 0)
+
+    def window_increase(self) -> int:
+        """How far the right edge would move if a window were advertised now (SWS-filtered)."""
+        right = seq_add(self.rcv_nxt, self._free())
+        grow = seq_sub(right, self.rcv_adv)
+        if grow < min(self.capacity // 2, self.mss):
+            return 0
+        return grow
+
+    def advertise(self, syn: bool = False) -> int:
+        """The window field for an outgoing segment; moves ``rcv_adv``."""
+        if syn:
+            wnd = min(self._free(), 0xFFFF)
+            self.rcv_adv = seq_add(self.rcv_nxt, wnd)
+            return wnd
+        grow = self.window_increase()
+        if grow > 0:
+            self.rcv_adv = seq_add(self.rcv_adv, grow)
+        wnd = self.rcv_wnd
+        scale = self.rcv_wscale
+        field = min((wnd + (1 << scale) - 1) >> scale, 0xFFFF)
+        self.rcv_adv = seq_add(self.rcv_nxt, field << scale)
+        if seq_lt(self.rcv_adv, self.rcv_nxt):  # pragma: no cover - defensive
+            self.rcv_adv = self.rcv_nxt
+        return field
+
+    # -- data ----------------------------------------------------------------------------------
+    def acceptable(self, seq: int, seg_len: int) -> bool:
+        """RFC 9293 §3.10.7.4 segment acceptability test."""
+        wnd = self.rcv_wnd
+        nxt = self.rcv_nxt
+        if seg_len == 0:
+            if wnd == 0:
+                return seq == nxt
+            return seq_le(nxt, seq) and seq_lt(seq, seq_add(nxt, wnd))
+        if wnd == 0:
+            return seq == nxt  # allowance for ACK/RST/FIN processing; the text is trimmed
+        last = seq_add(seq, seg_len - 1)
+        return (seq_le(nxt, seq) and seq_lt(seq, seq_add(nxt, wnd))) or (
+            seq_le(nxt, last) and seq_lt(last, seq_add(nxt, wnd)))
+
+    def on_data(self, seq: int, data: memoryview, fin: bool) -> tuple[int, bool]:
+        """Take a segment's text (and FIN).  Returns (bytes now readable in order, out_of_order)."""
+        nxt = self.rcv_nxt
+        off = seq_sub(nxt, seq)
+        if off > 0:
+            if off >= len(data) + (1 if fin else 0):
+                return 0, False  # a pure duplicate
+            data = data[off:]
+            seq = nxt
+        room = seq_sub(self.rcv_adv, seq)
+        if len(data) > room:
+            data = data[:max(room, 0)]
+            fin = False
+        if fin and self.fin_received:
+            fin = False
+        if seq != nxt:
+            if data:
+                self._ooo_insert(seq, bytes(data))
+            if fin:
+                self.fin_seq = seq_add(seq, len(data))
+            return 0, bool(data) or fin
+        delivered = len(data)
+        self.buffer += data
+        self.rcv_nxt = nxt = seq_add(nxt, delivered)
+        if fin:
+            self.fin_seq = nxt
+        filled = False
+        while self.ooo and seq_le(self.ooo[0][0], nxt):
+            bseq, block = self.ooo.pop(0)
+            self.ooo_bytes -= len(block)
+            skip = seq_sub(nxt, bseq)
+            if skip < len(block):
+                self.buffer += block[skip:]
+                delivered += len(block) - skip
+                nxt = seq_add(nxt, len(block) - skip)
+            filled = True
+        self.rcv_nxt = nxt
+        self.bytes_received += delivered
+        if self.fin_seq is not None and not self.fin_received and self.fin_seq == nxt:
+            self.fin_received = True
+            self.rcv_nxt = seq_add(nxt, 1)
+            self.ooo.clear()
+            self.ooo_bytes = 0
+        return delivered, filled
+
+    def _ooo_insert(self, seq: int, data: bytes) -> None:
+        end = seq_add(seq, len(data))
+        merged_seq, merged = seq, bytearray(data)
+        keep: list[tuple[int, bytes]] = []
+        for bseq, block in self.ooo:
+            bend = seq_add(bseq, len(block))
+            if seq_lt(bend, merged_seq) or seq_gt(bseq, end):
+                keep.append((bseq, block))
+                continue
+            # overlapping or adjacent: union the two byte ranges (new bytes win; they match)
+            lo = merged_seq if seq_le(merged_seq, bseq) else bseq
+            hi = end if seq_ge(end, bend) else bend
+            out = bytearray(seq_sub(hi, lo))
+            out[seq_sub(bseq, lo):seq_sub(bseq, lo) + len(block)] = block
+            out[seq_sub(merged_seq, lo):seq_sub(merged_seq, lo) + len(merged)] = merged
+            merged_seq, merged, end = lo, out, hi
+        keep.append((merged_seq, bytes(merged)))
+        self.last_sack = merged_seq
+        keep.sort(key=lambda b: seq_sub(b[0], self.rcv_nxt))
+        self.ooo = keep
+        self.ooo_bytes = sum(len(b) for _, b in keep)
+
+    def sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
+        """SACK blocks for an ACK (RFC 2018 §4): the most recently changed block first."""
+        blocks = [(s, seq_add(s, len(b))) for s, b in self.ooo]
+        blocks.sort(key=lambda b: b[0] != self.last_sack)
+        return tuple(blocks[:limit])
+
+    def read(self, n: int) -> bytes:
+        buf = self.buffer
+        if n < 0 or n >= len(buf):
+            out = bytes(buf)
+            buf.clear()
+        else:
+            out = bytes(buf[:n])
+            del buf[:n]
+        return out

@@ -1,0 +1,46 @@
+"""Round-trip time estimation and the retransmission timeout (RFC 6298).
+
+* First sample R: ``SRTT = R``, ``RTTVAR = R/2``.  Later samples: ``RTTVAR = 3/4 RTTVAR +
+  1/4 |SRTT - R|``, ``SRTT = 7/8 SRTT + 1/8 R`` (§2.2-2.3).
+* ``RTO = SRTT + max(G, 4 RTTVAR)``, clamped to ``[min_rto, max_rto]``.  RFC 6298 §2.4 asks for a
+  1 s floor; like Linux we default to 200 ms (configurable).  Before any sample RTO is 1 s (§2.1).
+* Each expiry doubles the timeout (§5.5, "back off the timer"); a new sample ends the backoff.
+* Karn's rule (§3) is the caller's job: never sample a retransmitted segment unless timestamps
+  (RFC 7323 §4) disambiguate it.
+"""
+
+from __future__ import annotations
+
+CLOCK_GRANULARITY = 0.001
+
+
+class RttEstimator:
+    __slots__ = ("backoff", "max_rto", "min_rto", "rto", "rttvar", "srtt")
+
+    def __init__(self, *, initial_rto: float = 1.0, min_rto: float = 0.2,
+                 max_rto: float = 120.0) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = initial_rto
+        self.min_rto = min_rto
+        self.max_rto = max_rto
+        self.backoff = 0
+
+    def sample(self, r: float) -> None:
+        r = max(r, CLOCK_GRANULARITY)
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
+        self.rto = min(max(rto, self.min_rto), self.max_rto)
+        self.backoff = 0
+
+    def timeout(self) -> float:
+        """The current (backed-off) retransmission timeout."""
+        return min(self.rto * (1 << min(self.backoff, 30)), self.max_rto)
+
+    def on_expiry(self) -> None:
+        self.backoff += 1

@@ -1,0 +1,395 @@
+"""The send side: send buffer, segmentation, ACK processing and loss recovery.
+
+State (RFC 9293 §3.3.1 names): ``iss``, ``snd_una``, ``snd_nxt``, ``snd_wnd``, ``snd_wl1``,
+``snd_wl2``; plus ``snd_max`` (highest sequence number sent: ``snd_nxt`` is pulled back to
+``snd_una`` after a retransmission timeout, go-back-N style, RFC 5681 §3.1 / RFC 6298 §5.4).
+
+``buffer`` holds every byte from ``buf_seq`` (== ``snd_una`` once the SYN is acknowledged) that is
+unacknowledged or unsent; a queued FIN sits at ``buf_seq + len(buffer)``.
+
+Output (``output``) sends while the usable window ``min(snd_wnd, cwnd) - flight`` allows,
+segmenting to ``mss``, with Nagle (RFC 9293 §3.7.4: a short segment only when nothing is in
+flight, unless ``nodelay``) and sender-side SWS avoidance (RFC 9293 §3.8.6.2.1).  A zero
+window with data queued and nothing in flight arms the persist timer; its expiry sends one byte
+past the window as a probe (RFC 9293 §3.8.6.1).
+
+ACK processing (``on_ack``): window update per RFC 9293 §3.10.7.4 (SND.WL1/WL2 rule, scaled by
+``snd_wscale``, RFC 7323 §2.3); cumulative ACK trims the buffer; RTT sampling from the echoed
+timestamp or, without timestamps, from one timed segment (Karn's rule); duplicate ACK counting
+and NewReno fast retransmit / fast recovery (RFC 5681 §3.2, RFC 6582 §3.2), with limited
+transmit (RFC 3042) on the first two duplicate ACKs.
+
+With SACK (RFC 2018) the ``Scoreboard`` keeps the SACKed ranges above ``snd_una`` and recovery
+follows RFC 6675 in simplified form: recovery starts on the third duplicate ACK or once more than
+two segments' worth of data is SACKed above ``snd_una`` (IsLost); ``cwnd`` drops to ``ssthresh``
+without inflation; on every ACK, while the estimated ``pipe`` (data in flight, not SACKed, not
+presumed lost unless retransmitted) is below ``cwnd``, the next hole below the highest SACKed
+byte is retransmitted (``high_rxt`` tracks progress), then new data.  A timeout clears the
+scoreboard (the receiver may renege, RFC 2018 §8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aionetstack.transport.tcp.congestion import CongestionControl, Reno
+from aionetstack.transport.tcp.rtt import RttEstimator
+from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq_sub
+from aionetstack.wire.tcp import ACK, FIN, PSH
+
+Emit = Callable[[int, int, memoryview], None]  # (seq, flags, payload)
+
+
+class Sender:
+    __slots__ = (
+        "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "dupacks", "emit",
+        "fin_queued", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss", "nodelay", "recover",
+        "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "sack_ok", "sb", "snd_max",
+        "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale",
+    )
+
+    def __init__(self, emit: Emit, capacity: int, rtt: RttEstimator) -> None:
+        self.emit = emit
+        self.capacity = capacity
+        self.rtt = rtt
+        self.iss = 0
+        self.snd_una = self.snd_nxt = self.snd_max = self.buf_seq = 0
+        self.snd_wnd = 0
+        self.snd_wl1 = self.snd_wl2 = 0
+        self.snd_wscale = 0
+        self.max_snd_wnd = 0
+        self.mss = 536
+        self.cc: CongestionControl = Reno(self.mss)
+        self.buffer = bytearray()
+        self.fin_queued = False
+        self.nodelay = False
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = 0
+        self.retries = 0  # consecutive timeouts without progress
+        self.retransmits = 0  # total retransmitted segments
+        self.bytes_sent = 0
+        self.bytes_acked = 0
+        self.rtt_seq: int | None = None  # the timed segment (no timestamps)
+        self.rtt_time = 0.0
+        self.sack_ok = False
+        self.sb = Scoreboard()
+        self.high_rxt = 0
+
+    def start(self, iss: int) -> None:
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = self.snd_max = seq_add(iss, 1)
+        self.buf_seq = seq_add(iss, 1)
+        self.recover = iss
+
+    def set_mss(self, mss: int) -> None:
+        self.mss = mss
+        self.cc.set_mss(mss)
+
+    # -- queries -----------------------------------------------------------------------------
+    @property
+    def flight(self) -> int:
+        return seq_sub(self.snd_max, self.snd_una)
+
+    @property
+    def fin_seq(self) -> int | None:
+        return seq_add(self.buf_seq, len(self.buffer)) if self.fin_queued else None
+
+    def fin_acked(self) -> bool:
+        f = self.fin_seq
+        return f is not None and seq_gt(self.snd_una, f)
+
+    def space(self) -> int:
+        return max(self.capacity - len(self.buffer), 0)
+
+    def unsent(self) -> int:
+        return len(self.buffer) - seq_sub(self.snd_nxt, self.buf_seq)
+
+    def outstanding(self) -> bool:
+        return self.snd_una != self.snd_max
+
+    # -- user data -------------------------------------------------------------------------------
+    def queue(self, data: bytes | bytearray | memoryview) -> int:
+        n = min(len(data), self.space())
+        if n:
+            self.buffer += memoryview(data)[:n]
+        return n
+
+    # -- output ------------------------------------------------------------------------------------
+    def output(self, now: float) -> bool:
+        """Send what the windows, Nagle and SWS avoidance allow; True if anything was sent."""
+        sent = False
+        buf = self.buffer
+        while True:
+            off = seq_sub(self.snd_nxt, self.buf_seq)
+            unsent = len(buf) - off
+            if unsent < 0:
+                break  # FIN already sent
+            flight = seq_sub(self.snd_nxt, self.snd_una)
+            usable = min(self.snd_wnd, self.cc.cwnd) - flight
+            n = min(unsent, self.mss, max(usable, 0))
+            fin = self.fin_queued and n == unsent
+            if n <= 0 and not fin:
+                break
+            if n < self.mss and n < unsent:
+                # window-limited short segment: sender SWS avoidance
+                if flight > 0 and n < self.max_snd_wnd // 2:
+                    break
+            elif n == unsent and n < self.mss and not fin and not self.nodelay and flight > 0:
+                break  # Nagle: a short segment waits for the ACK of what is in flight
+            self._send(off, n, fin, now)
+            sent = True
+        return sent
+
+    def _send(self, off: int, n: int, fin: bool, now: float) -> None:
+        seq = seq_add(self.buf_seq, off)
+        flags = ACK
+        if n and off + n == len(self.buffer):
+            flags |= PSH
+        if fin:
+            flags |= FIN
+        retrans = seq_lt(seq, self.snd_max)
+        self.emit(seq, flags, memoryview(self.buffer)[off:off + n])
+        end = seq_add(seq, n + (1 if fin else 0))
+        self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            self.snd_max = end
+        if retrans:
+            self.retransmits += 1
+        else:
+            self.bytes_sent += n
+            if self.rtt_seq is None and n:
+                self.rtt_seq, self.rtt_time = seq, now
+
+    def force_send(self, now: float, limit: int) -> None:
+        """Send up to ``limit`` bytes at ``snd_nxt`` ignoring the windows (probe, RTO resend)."""
+        off = seq_sub(self.snd_nxt, self.buf_seq)
+        unsent = len(self.buffer) - off
+        if unsent < 0:
+            return
+        n = min(unsent, limit)
+        fin = self.fin_queued and n == unsent
+        if n > 0 or fin:
+            self._send(off, n, fin, now)
+
+    def retransmit_first(self, now: float) -> None:
+        """Resend the segment at ``snd_una`` (fast retransmit, NewReno partial ACK)."""
+        off = seq_sub(self.snd_una, self.buf_seq)
+        if off < 0:
+            return
+        sent_len = seq_sub(self.snd_max, self.snd_una)
+        n = min(self.mss, len(self.buffer) - off, sent_len)
+        fin = self.fin_queued and off + n == len(self.buffer) and seq_gt(
+            self.snd_max, seq_add(self.buf_seq, len(self.buffer)))
+        if n <= 0 and not fin:
+            return
+        flags = ACK | (FIN if fin else 0)
+        self.emit(self.snd_una, flags, memoryview(self.buffer)[off:off + max(n, 0)])
+        self.retransmits += 1
+        self.rtt_seq = None  # Karn
+
+    def retransmit_range(self, seq: int, n: int) -> None:
+        """Resend ``n`` bytes (<= MSS) of already-sent data starting at ``seq``."""
+        off = seq_sub(seq, self.buf_seq)
+        n = min(n, len(self.buffer) - off)
+        if off < 0 or n <= 0:
+            return
+        fin = self.fin_queued and off + n == len(self.buffer) and seq_gt(
+            self.snd_max, seq_add(self.buf_seq, len(self.buffer)))
+        self.emit(seq, ACK | (FIN if fin else 0), memoryview(self.buffer)[off:off + n])
+        self.retransmits += 1
+        self.rtt_seq = None  # Karn
+
+    def go_back(self) -> None:
+        """After a retransmission timeout: resend from ``snd_una`` (RFC 6298 §5.4)."""
+        self.snd_nxt = self.snd_una if seq_ge(self.snd_una, self.buf_seq) else self.buf_seq
+        self.rtt_seq = None  # Karn
+        self.sb.clear()
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = self.snd_max
+
+    # -- input ---------------------------------------------------------------------------------
+    def update_window(self, seq: int, ack: int, raw_wnd: int) -> bool:
+        """RFC 9293 §3.10.7.4 window update rule; True when SND.WND changed."""
+        if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
+            wnd = raw_wnd << self.snd_wscale
+            changed = wnd != self.snd_wnd
+            self.snd_wnd = wnd
+            self.max_snd_wnd = max(self.max_snd_wnd, wnd)
+            self.snd_wl1, self.snd_wl2 = seq, ack
+            return changed
+        return False
+
+    def on_ack(self, ack: int, now: float, ts_rtt: float | None, dup_candidate: bool,
+               sack_blocks: tuple[tuple[int, int], ...] = ()) -> int:
+        """Process an acceptable cumulative ACK; returns the number of sequence units acked."""
+        acked = seq_sub(ack, self.snd_una)
+        prev_flight = seq_sub(self.snd_nxt, self.snd_una)
+        sb = self.sb
+        newly_sacked = False
+        if self.sack_ok:
+            if acked > 0:
+                sb.prune(ack)
+            if sack_blocks:
+                newly_sacked = sb.update(sack_blocks, ack if acked > 0 else self.snd_una,
+                                         self.snd_max)
+        if acked <= 0:
+            if acked == 0 and (dup_candidate or newly_sacked) and self.outstanding():
+                self._dupack(now)
+            return 0
+        self.snd_una = ack
+        drop = min(max(seq_sub(ack, self.buf_seq), 0), len(self.buffer))
+        if drop:
+            del self.buffer[:drop]
+            self.buf_seq = seq_add(self.buf_seq, drop)
+            self.bytes_acked += drop
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack
+        self.retries = 0
+        rtt: float | None = ts_rtt
+        if rtt is None and self.rtt_seq is not None and seq_gt(ack, self.rtt_seq):
+            rtt = now - self.rtt_time
+            self.rtt_seq = None
+        if rtt is not None:
+            self.rtt.sample(rtt)
+        if self.in_recovery:
+            if seq_ge(ack, self.recover):
+                self.in_recovery = False
+                self.cc.on_recovery_exit(self.flight)
+            elif self.sack_ok:
+                self._sack_recover(now)
+            else:
+                self.cc.on_partial_ack(acked)
+                self.retransmit_first(now)
+        else:
+            cc = self.cc
+            # grow cwnd only while it limits us (RFC 7661 spirit; Linux tcp_is_cwnd_limited)
+            if prev_flight + self.mss >= cc.cwnd or (
+                    cc.cwnd < cc.ssthresh and 2 * prev_flight >= cc.cwnd):
+                cc.on_ack(acked, rtt)
+        self.dupacks = 0
+        return acked
+
+    def _dupack(self, now: float) -> None:
+        self.dupacks += 1
+        if self.in_recovery:
+            if self.sack_ok:
+                self._sack_recover(now)
+            else:
+                self.cc.on_dupack()
+                self.output(now)
+        elif self.sack_ok and (self.dupacks >= 3 or self.sb.sacked > 2 * self.mss) and seq_gt(
+                self.snd_una, self.recover):
+            # RFC 6675 §5: enter loss recovery
+            self.recover = self.snd_max
+            self.in_recovery = True
+            self.cc.on_loss(self.flight)
+            self.cc.cwnd = self.cc.ssthresh
+            self.retransmit_first(now)
+            self.high_rxt = seq_add(self.snd_una, min(self.mss, self.flight))
+            self._sack_recover(now)
+        elif self.dupacks < 3:
+            # limited transmit (RFC 3042): a new segment for each of the first two dup ACKs
+            saved = self.cc.cwnd
+            self.cc.cwnd = seq_sub(self.snd_max, self.snd_una) + self.mss
+            self.output(now)
+            self.cc.cwnd = max(saved, 0)
+        elif self.dupacks == 3 and seq_gt(self.snd_una, self.recover):
+            # RFC 6582 §3.2 step 1-2: enter fast recovery unless this loss predates the last
+            self.recover = self.snd_max
+            self.in_recovery = True
+            self.cc.on_loss(self.flight)
+            self.retransmit_first(now)
+            self.output(now)
+
+    # -- SACK loss recovery (RFC 6675, simplified) ---------------------------------------------
+    def _pipe(self) -> int:
+        """Data presumed in flight: not SACKed, and not lost unless already retransmitted."""
+        lost = 0
+        for start, end in self.sb.holes(self.snd_una):
+            if seq_lt(self.high_rxt, end):
+                lost += seq_sub(end, seq_max(start, self.high_rxt))
+        return max(self.flight - self.sb.sacked - lost, 0)
+
+    def _next_hole(self) -> tuple[int, int] | None:
+        for start, end in self.sb.holes(self.snd_una):
+            if seq_lt(self.high_rxt, end):
+                first = seq_max(start, self.high_rxt)
+                return first, min(self.mss, seq_sub(end, first))
+        return None
+
+    def _sack_recover(self, now: float) -> None:
+        for _ in range(64):  # bounded: each pass sends one segment
+            if self._pipe() >= self.cc.cwnd:
+                return
+            hole = self._next_hole()
+            if hole is not None:
+                self.retransmit_range(*hole)
+                self.high_rxt = seq_add(hole[0], hole[1])
+                continue
+            off = seq_sub(self.snd_nxt, self.buf_seq)
+            unsent = len(self.buffer) - off
+            room = self.snd_wnd - seq_sub(self.snd_nxt, self.snd_una)
+            n = min(unsent, self.mss, room)
+            if n <= 0:
+                return
+            self._send(off, n, self.fin_queued and n == unsent, now)
+
+
+class Scoreboard:
+    """SACKed sequence ranges above SND.UNA: sorted, disjoint ``(start, end)`` pairs."""
+
+    __slots__ = ("blocks", "sacked")
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[int, int]] = []
+        self.sacked = 0
+
+    def clear(self) -> None:
+        self.blocks = []
+        self.sacked = 0
+
+    def prune(self, una: int) -> None:
+        """Forget everything below the new cumulative ACK."""
+        out = []
+        for start, end in self.blocks:
+            if seq_le(end, una):
+                continue
+            out.append((seq_max(start, una), end))
+        self._set(out)
+
+    def update(self, blocks: tuple[tuple[int, int], ...], una: int, snd_max: int) -> bool:
+        """Merge reported blocks (invalid and D-SACK ones ignored); True if anything is new."""
+        before = self.sacked
+        cur = list(self.blocks)
+        for left, right in blocks:
+            if not (seq_lt(left, right) and seq_lt(una, right) and seq_le(right, snd_max)):
+                continue  # below SND.UNA (D-SACK, RFC 2883) or beyond what was sent
+            cur.append((seq_max(left, una), right))
+        cur.sort(key=lambda b: seq_sub(b[0], una))
+        merged: list[tuple[int, int]] = []
+        for start, end in cur:
+            if merged and seq_le(start, merged[-1][1]):
+                if seq_gt(end, merged[-1][1]):
+                    merged[-1] = (merged[-1][0], end)
+            else:
+                merged.append((start, end))
+        self._set(merged)
+        return self.sacked > before
+
+    def _set(self, blocks: list[tuple[int, int]]) -> None:
+        self.blocks = blocks
+        self.sacked = sum(seq_sub(e, s) for s, e in blocks)
+
+    def holes(self, una: int) -> list[tuple[int, int]]:
+        """The unSACKed ranges between SND.UNA and the highest SACKed byte."""
+        out = []
+        cur = una
+        for start, end in self.blocks:
+            if seq_gt(start, cur):
+                out.append((cur, start))
+            if seq_gt(end, cur):
+                cur = end
+        return out

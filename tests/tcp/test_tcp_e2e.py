@@ -1,0 +1,231 @@
+"""End-to-end connection scenarios between two stacks: wrap-around, half-close, resets, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+from tcp_helpers import A, B, Pair, make_pair
+from test_tcp_transfer import pump
+
+from aionetstack.errors import (
+    ClosedForSend,
+    ConnectionRefused,
+    ConnectionReset,
+    ConnectStarted,
+    TimedOut,
+    WouldBlock,
+)
+from aionetstack.stack.waiter import EVENT_ERR, EVENT_IN, EVENT_OUT
+from aionetstack.transport.tcp import TcpState
+
+
+@pytest.mark.parametrize("impaired", [False, True])
+def test_sequence_numbers_wrap_at_2_32(impaired: bool) -> None:
+    kw = dict(delay=0.05, loss=0.05, reorder=0.05, duplicate=0.02) if impaired else {}
+    p = make_pair(seed=11, **kw)  # type: ignore[arg-type]
+    p.ta.isn_override = 2**32 - 3000
+    p.tb.isn_override = 2**32 - 1
+    data = random.Random(5).randbytes(300_000)
+    back = random.Random(6).randbytes(200_000)
+    lst, cli, srv = p.connect()
+    assert cli.snd.iss == 2**32 - 3000 and srv.snd.iss == 2**32 - 1
+    got = pump(p, cli, srv, data)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    got2 = pump(p, srv, cli, back)
+    assert got2 == back
+    assert cli.snd.snd_una < 2**20 and srv.rcv.rcv_nxt < 2**20  # both wrapped
+    cli.close()
+    srv.close()
+    lst.close()
+    assert p.run(lambda: cli.state is TcpState.CLOSED and srv.state is TcpState.CLOSED, 200)
+    p.assert_no_leaks()
+
+
+def test_half_close_server_keeps_sending(pair: Pair) -> None:
+    lst, cli, srv = pair.connect()
+    cli.write(b"request")
+    cli.shutdown_write()
+    assert cli.state is TcpState.FIN_WAIT_1
+    with pytest.raises(ClosedForSend):
+        cli.write(b"more")
+    assert pair.run(lambda: srv.state is TcpState.CLOSE_WAIT)
+    assert srv.read() == b"request" and srv.read() == b""
+    reply = random.Random(1).randbytes(100_000)
+    got = pump(pair, srv, cli, reply)
+    assert got == reply
+    assert pair.run(lambda: cli.state is TcpState.TIME_WAIT and srv.state is TcpState.CLOSED)
+    cli.close()
+    srv.close()
+    lst.close()
+    pair.net.run(61)
+    pair.assert_no_leaks()
+
+
+def test_abort_sends_rst_and_peer_sees_reset(pair: Pair) -> None:
+    lst, cli, srv = pair.connect()
+    events: list[int] = []
+    srv.waiter.register(events.append, EVENT_ERR)
+    cli.abort()
+    assert cli.state is TcpState.CLOSED
+    assert pair.run(lambda: srv.state is TcpState.CLOSED)
+    assert events and events[0] & EVENT_ERR
+    with pytest.raises(ConnectionReset):
+        srv.read()
+    with pytest.raises(ConnectionReset):
+        srv.write(b"x")
+    srv.close()
+    lst.close()
+    pair.assert_no_leaks()
+
+
+def test_close_with_unread_data_resets_peer(pair: Pair) -> None:
+    lst, cli, srv = pair.connect()
+    cli.write(b"never read")
+    assert pair.run(lambda: srv.unread() == 10)
+    srv.close()
+    assert pair.run(lambda: cli.state is TcpState.CLOSED)
+    assert isinstance(cli.error, ConnectionReset)
+    cli.close()
+    lst.close()
+    pair.assert_no_leaks()
+
+
+def test_connect_to_closed_port_is_refused(pair: Pair) -> None:
+    cli = pair.ta.new_endpoint()
+    seen: list[int] = []
+    cli.waiter.register(seen.append, EVENT_OUT)
+    with pytest.raises(ConnectStarted):
+        cli.connect(B, 9)
+    assert pair.run(lambda: cli.state is TcpState.CLOSED)
+    assert seen
+    with pytest.raises(ConnectionRefusedError):
+        cli.connect_result()
+    assert isinstance(cli.error, ConnectionRefused)
+    cli.close()
+    pair.assert_no_leaks()
+
+
+def test_syn_retries_then_timeout_with_total_loss() -> None:
+    p = make_pair(loss=1.0)
+    cli = p.ta.new_endpoint()
+    t0 = p.net.now
+    with pytest.raises(ConnectStarted):
+        cli.connect(B, 80)
+    assert p.run(lambda: cli.state is TcpState.CLOSED, 300)
+    assert p.net.now - t0 == pytest.approx(127.0)
+    assert cli.info()["retransmits"] == 6
+    with pytest.raises(TimedOut):
+        cli.connect_result()
+    with pytest.raises(TimeoutError):
+        cli.read()
+    cli.close()
+    p.assert_no_leaks()
+
+
+def test_data_retransmission_limit_times_out() -> None:
+    p = make_pair()
+    _, cli, _ = p.connect()
+    p.links[0].close()  # a -> b direction dies
+    cli.write(b"lost")
+    assert p.run(lambda: cli.state is TcpState.CLOSED, 3000)
+    assert isinstance(cli.error, TimedOut)
+    assert cli.info()["retransmits"] == 15
+
+
+def test_simultaneous_open() -> None:
+    p = make_pair(delay=0.01)
+    x = p.ta.new_endpoint()
+    y = p.tb.new_endpoint()
+    x.bind(A, 5001)
+    y.bind(B, 5002)
+    with pytest.raises(ConnectStarted):
+        x.connect(B, 5002)
+    with pytest.raises(ConnectStarted):
+        y.connect(A, 5001)
+    assert p.run(lambda: x.state is TcpState.ESTABLISHED and y.state is TcpState.ESTABLISHED)
+    x.write(b"ping")
+    assert p.run(lambda: y.unread() == 4)
+    assert y.read() == b"ping"
+    # simultaneous close
+    x.close()
+    y.close()
+    assert p.run(lambda: x.state is TcpState.CLOSED and y.state is TcpState.CLOSED, 200)
+    p.assert_no_leaks()
+
+
+def test_readiness_and_waiters(pair: Pair) -> None:
+    lst, cli, srv = pair.connect()
+    assert cli.readiness(EVENT_IN | EVENT_OUT) == EVENT_OUT
+    got: list[int] = []
+    srv.waiter.register(got.append, EVENT_IN)
+    cli.write(b"abc")
+    assert pair.run(lambda: bool(got))
+    assert srv.readiness(EVENT_IN) == EVENT_IN
+    assert srv.read(2) == b"ab" and srv.read(5) == b"c"
+    with pytest.raises(WouldBlock):
+        srv.read()
+    info = srv.info()
+    assert info["state"] == "ESTABLISHED" and info["bytes_received"] == 3
+    assert pair.run(lambda: cli.info()["bytes_acked"] == 3)
+    cli.abort()
+    srv.abort()
+    lst.close()
+    pair.assert_no_leaks()
+
+
+def test_ipv6_transfer() -> None:
+    from aionetstack.link.pipe import pipe
+    from aionetstack.testing import VirtualNetwork
+    from aionetstack.transport.tcp import install_tcp
+
+    net = VirtualNetwork(seed=2)
+    a, b = net.stack(), net.stack()
+    ea, eb = pipe(seed=2, delay=0.01)
+    a.add_nic(ea, ["fd00::1/64"])
+    b.add_nic(eb, ["fd00::2/64"])
+    ta, tb = install_tcp(a), install_tcp(b)
+    lst = tb.new_endpoint(6)
+    lst.bind(None, 443)
+    lst.listen()
+    cli = ta.new_endpoint(6)
+    with pytest.raises(ConnectStarted):
+        cli.connect("fd00::2", 443)
+    assert net.run(until=lambda: bool(lst.listen_queue and lst.listen_queue.accept_queue),
+                   timeout=5)
+    srv = lst.accept()
+    assert cli.snd.mss == 1500 - 60 - 12
+    p = Pair(net, a, b, ta, tb, (ea, eb))
+    data = random.Random(3).randbytes(50_000)
+    assert pump(p, cli, srv, data) == data
+
+
+def test_icmp_protocol_unreachable_aborts_connect() -> None:
+    from aionetstack.link.pipe import pipe
+    from aionetstack.testing import VirtualNetwork
+    from aionetstack.transport.tcp import install_tcp
+
+    net = VirtualNetwork(seed=9)
+    a, b = net.stack(), net.stack()  # b has no TCP: it answers with ICMP protocol unreachable
+    ea, eb = pipe(seed=9)
+    a.add_nic(ea, [A + "/24"])
+    b.add_nic(eb, [B + "/24"])
+    ta = install_tcp(a)
+    cli = ta.new_endpoint()
+    with pytest.raises(ConnectStarted):
+        cli.connect(B, 80)
+    assert net.run(until=lambda: cli.state is TcpState.CLOSED, timeout=5)
+    with pytest.raises(ConnectionRefusedError):
+        cli.connect_result()
+
+
+def test_impaired_transfer_is_deterministic() -> None:
+    def once() -> tuple[object, ...]:
+        p = make_pair(seed=21, delay=0.02, loss=0.05, reorder=0.05, duplicate=0.05)
+        _, cli, srv = p.connect()
+        data = random.Random(8).randbytes(200_000)
+        assert pump(p, cli, srv, data) == data
+        return (p.net.now, cli.info()["retransmits"], p.a.stats()["tcp"], p.b.stats()["tcp"])
+
+    assert once() == once()
