@@ -54,7 +54,8 @@ class IPv4Protocol:
         dst = h.dst
         s0 = src[0]
         if s0 >= 224 or (not nic.loopback and (s0 == 127 or dst[0] == 127 or src == dst
-                                                 or src in stack._local)):
+                                                 or src in stack._local)) or (
+                src[3] & 1 and nic.is_directed_broadcast(src)):  # RFC 1122 §3.2.1.3
             st.drop("martian-source")
             return
         if dst in stack._local:
