@@ -18,7 +18,42 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--datagrams", type=int, default=2000, help="UDP datagrams per run")
     d.add_argument("--seed", type=int, default=1, help="seed for the link impairments")
     d.add_argument("--pcap", metavar="FILE", help="also write a capture of the L2 link")
+
+    s = sub.add_parser("serve", help="serve echo/discard/chargen/HTTP from a stack on a "
+                                     "TUN or TAP device")
+    _device_args(s)
+    s.add_argument("--echo", type=int, metavar="PORT", help="RFC 862 echo (TCP and UDP)")
+    s.add_argument("--discard", type=int, metavar="PORT", help="RFC 863 discard (TCP and UDP)")
+    s.add_argument("--chargen", type=int, metavar="PORT", help="RFC 864 chargen (TCP and UDP)")
+    s.add_argument("--http", type=int, metavar="PORT", help="HTTP/1.1 status page (h11)")
+
+    pg = sub.add_parser("ping", help="ping an address from a stack on a TUN or TAP device")
+    _device_args(pg)
+    pg.add_argument("target", help="address to ping")
+    pg.add_argument("-c", "--count", type=int, default=4)
+    pg.add_argument("-i", "--interval", type=float, default=1.0)
+    pg.add_argument("-W", "--timeout", type=float, default=2.0)
     return p
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    dev = p.add_mutually_exclusive_group(required=True)
+    dev.add_argument("--tun", metavar="NAME", help="attach to TUN device NAME")
+    dev.add_argument("--tap", metavar="NAME", help="attach to TAP device NAME")
+    p.add_argument("--address", action="append", required=True, metavar="ADDR/PREFIX",
+                   help="an address of the stack (repeat for more, IPv4 and IPv6)")
+    p.add_argument("--create", action="store_true",
+                   help="create the device (needs root) instead of attaching to an existing one")
+    p.add_argument("--peer-address", action="append", default=[], metavar="ADDR/PREFIX",
+                   help="with --create: the kernel side's address (repeatable)")
+    p.add_argument("--netns", metavar="NAME", help="with --create: create the device in "
+                                                    "this network namespace")
+    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--no-offload", action="store_true", help="disable TUN/TAP offloads")
+    p.add_argument("--gateway", action="append", default=[], metavar="ADDR",
+                   help="default route via this gateway (repeatable: one per family)")
+    p.add_argument("--pcap", metavar="FILE", help="capture the device's traffic")
+    p.add_argument("-v", "--verbose", action="store_true", help="log connections")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,11 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from aionetstack.demo import run_demo
 
             return asyncio.run(run_demo(args.datagrams, args.seed, args.pcap))
+        if args.command in ("serve", "ping"):
+            from aionetstack.cli import run_device_command
+
+            return asyncio.run(run_device_command(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        print(f"aionetstack: error: {exc}", file=sys.stderr)
+        print(f"aionetstack: error: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
