@@ -85,12 +85,7 @@ class FdLink(Link):
             return
         try:
             self._write(item)
-        except BlockingIOError:
-            self._enqueue(item)
-            if self.writer_hook is not None:
-                self.writer_hook(True)
-            return
-        except InterruptedError:
+        except (BlockingIOError, InterruptedError):
             self._enqueue(item)
             if self.writer_hook is not None:
                 self.writer_hook(True)

@@ -9,6 +9,8 @@ administered MAC and the interface is put in promiscuous mode (``PACKET_ADD_MEMB
 ``PACKET_MR_PROMISC``, undone automatically when the socket closes), so frames addressed to the
 stack's MAC reach us; the NIC's MAC filter drops the rest.  The kernel's own IP configuration of
 the interface is unaffected: to the kernel, the stack is a different host on the wire.
+(``use_interface_mac=True`` shares the interface's MAC instead; then the kernel also answers
+frames meant for the stack, e.g. with TCP resets, unless it is told to ignore them.)
 
 Frames the kernel transmits on the interface are looped back to packet sockets with
 ``sll_pkttype == PACKET_OUTGOING``; we ask the kernel not to (``PACKET_IGNORE_OUTGOING``, Linux
@@ -22,6 +24,10 @@ those are completed in software, and everything else is verified by the stack as
 from a real wire are not trusted).  GSO super-frames from the peer are delivered whole (TCP) or
 split (UDP).  Outbound the kernel finishes partial checksums (``tx_checksum_offload``) and
 segments TSO/USO frames passed to ``send_gso``.
+
+Without offloads (``offload=False``) the socket asks for ``PACKET_AUXDATA`` instead: its
+``tp_status`` has ``TP_STATUS_CSUMNOTREADY`` on frames whose checksum is partial, and those are
+completed in software (the checksum field holds the pseudo-header sum) before delivery.
 """
 
 from __future__ import annotations
@@ -35,7 +41,16 @@ from aionetstack.errors import InvalidArgument
 from aionetstack.link.base import Frame, LinkCaps
 from aionetstack.link.fd import FdLink, TxItem
 from aionetstack.link.tun import DeviceError, _in_netns, run_netlink
-from aionetstack.link.vnet import VnetCodec, segment
+from aionetstack.link.vnet import (
+    TCP_CSUM_OFFSET,
+    UDP_CSUM_OFFSET,
+    VnetCodec,
+    complete_checksum,
+    l3_offset_of,
+    locate_l4,
+    segment,
+)
+from aionetstack.wire.checksum import PROTO_TCP, PROTO_UDP
 
 ETH_P_ALL: Final = 0x0003
 SOL_PACKET: Final = 263
@@ -43,7 +58,11 @@ PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_MR_PROMISC: Final = 1
 PACKET_VNET_HDR: Final = 15
 PACKET_IGNORE_OUTGOING: Final = 23
+PACKET_AUXDATA: Final = 8
 PACKET_OUTGOING: Final = 4
+TP_STATUS_CSUMNOTREADY: Final = 0x08
+_AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
+_CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
 
 
 def _interface_info(ifname: str, netns: str | None) -> tuple[int, int, bytes]:
@@ -64,6 +83,21 @@ def _interface_info(ifname: str, netns: str | None) -> tuple[int, int, bytes]:
             ipr.close()
 
     return run_netlink(work)
+
+
+def _complete(data: bytes) -> bytes:
+    """Finish the partial TCP/UDP checksum of an Ethernet frame (TP_STATUS_CSUMNOTREADY)."""
+    l3 = l3_offset_of(data, True)
+    info = None if l3 is None else locate_l4(data, l3)
+    if info is None or info.protocol not in (PROTO_TCP, PROTO_UDP):
+        return data
+    buf = bytearray(data)
+    try:
+        complete_checksum(buf, info.l4, TCP_CSUM_OFFSET if info.protocol == PROTO_TCP
+                          else UDP_CSUM_OFFSET)
+    except ValueError:  # truncated: let the stack count it as malformed
+        return data
+    return bytes(buf)
 
 
 class Packet(FdLink):
@@ -89,8 +123,7 @@ class Packet(FdLink):
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             except OSError:
                 pass  # before Linux 4.20: filtered by pkttype in _read
-            if offload:
-                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR if offload else PACKET_AUXDATA, 1)
             sock.bind((ifname, ETH_P_ALL))
             if promisc:
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
@@ -109,11 +142,21 @@ class Packet(FdLink):
                         rx_checksum_trusted=False, gso_max_size=65535 if offload else 0)
         super().__init__(sock.fileno(), caps, name=ifname, owns_fd=False, batch=batch,
                          read_size=65536 + 128)
+        if not offload:
+            self._stats["rx_csum_completed"] = 0
 
     def _read(self, fd: int, size: int) -> bytes | None:
-        data, addr = self._sock.recvfrom(size)
+        if self._vnet is not None:
+            data, addr = self._sock.recvfrom(size)
+            return None if addr[2] == PACKET_OUTGOING else data
+        data, ancdata, _flags, addr = self._sock.recvmsg(size, _CMSG_SPACE)
         if addr[2] == PACKET_OUTGOING:
             return None
+        for level, kind, value in ancdata:
+            if (level == SOL_PACKET and kind == PACKET_AUXDATA and len(value) >= _AUXDATA.size
+                    and _AUXDATA.unpack_from(value)[0] & TP_STATUS_CSUMNOTREADY):
+                self._stats["rx_csum_completed"] += 1
+                return _complete(data)
         return data
 
     def _frame_out(self, frame: Frame) -> TxItem:

@@ -24,7 +24,7 @@ import errno
 import os
 import socket
 
-from aionetstack.link.base import Frame, LinkCaps
+from aionetstack.link.base import LinkCaps
 from aionetstack.link.fd import FdLink, TxItem
 
 Address = tuple[str, int]
@@ -60,9 +60,6 @@ class UdpTunnel(FdLink):
         """Set (or change) the far end of the tunnel."""
         self._sock.connect(remote)
         self.remote_address = remote
-
-    def _frame_out(self, frame: Frame) -> TxItem:
-        return frame
 
     def _write(self, item: TxItem) -> None:
         try:

@@ -23,6 +23,11 @@ at ``csum_start + csum_offset`` (that is exactly what ``complete_checksum`` does
 may leave TCP/UDP checksums empty (``LinkCaps.tx_checksum_offload``) and any value the stack did
 put there is simply overwritten.
 
+``DATA_VALID`` (or no flag at all) means the checksum is complete; a link that reports
+``rx_checksum_trusted`` (TUN/TAP with offloads: every frame comes from the local kernel) passes
+everything on as is, partial checksums included; an untrusted link (a packet socket on a real
+wire) completes partial checksums so that the stack's verification sees whole ones.
+
 *Segmentation.*  A GSO frame is one IP packet up to 64 KiB whose payload the kernel cuts into
 ``gso_size`` pieces (fixing lengths, IDs, sequence numbers, flags and checksums).  Inbound TCP
 super-segments are handed to the stack whole (the TCP engine takes any segment size); inbound USO
@@ -320,7 +325,9 @@ class VnetCodec:
         flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _HDR.unpack_from(data)
         gso_type &= ~VIRTIO_NET_HDR_GSO_ECN
         st = self.stats
-        if gso_type in (VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_GSO_UDP):
+        # USO: one super-datagram standing for many datagrams.  (UFO, GSO_UDP, is one datagram
+        # to be IP-fragmented: it is delivered whole, like a TCP super-segment.)
+        if gso_type == VIRTIO_NET_HDR_GSO_UDP_L4:
             frame = memoryview(data)[VIRTIO_NET_HDR_LEN:]
             l3 = l3_offset_of(frame, self.l2)
             if l3 is not None and gso_size:

@@ -1,0 +1,104 @@
+"""The fd link over a SOCK_SEQPACKET socketpair: two stacks in one process, and a stack in a
+child process (no root needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import textwrap
+
+import pytest
+
+from aionetstack import Stack, link
+from aionetstack.link.fd import FdLink
+
+A4, B4 = "198.18.9.1", "198.18.9.2"
+A6, B6 = "fd00:9::1", "fd00:9::2"
+
+
+@pytest.mark.parametrize("l2", [False, True], ids=["l3", "l2"])
+async def test_two_stacks_over_a_socketpair(l2: bool) -> None:
+    s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a = link.fd(s1.detach(), l2=l2, mtu=1500)
+    b = link.fd(s2.detach(), l2=l2, mtu=1500)
+    assert isinstance(a, FdLink) and a.caps.l2 == l2 and (a.caps.mac is not None) == l2
+    async with Stack() as sa, Stack() as sb:
+        sa.add_nic(a, [f"{A4}/24", f"{A6}/64"])
+        sb.add_nic(b, [f"{B4}/24", f"{B6}/64"])
+        for dst in (B4, B6):
+            assert 0 < await sa.ping(dst, timeout=3) < 1
+        for dst in (A4, A6):
+            assert 0 < await sb.ping(dst, timeout=3, size=4000) < 1  # fragmented both ways
+    assert a.closed and b.closed  # the stacks closed their links (and the fds)
+
+
+async def test_backpressure_queues_instead_of_dropping() -> None:
+    """A full socket buffer queues frames (EAGAIN) and flushes them when writable."""
+    s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s1.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a = link.fd(s1.detach())
+    b = link.fd(s2.detach())
+    try:
+        async with Stack() as sa, Stack() as sb:
+            sa.add_nic(a, [f"{A4}/24"])
+            sb.add_nic(b, [f"{B4}/24"])
+            got: list[bytes] = []
+
+            class Sink(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
+                    got.append(data)
+
+            await sb.create_datagram_endpoint(Sink, local_addr=(B4, 9))
+            tr, _ = await sa.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                      remote_addr=(B4, 9))
+            for i in range(300):
+                tr.sendto(b"%04d" % i + bytes(1000))
+            assert a.stats()["tx_queued"] > 0  # the writes hit EAGAIN
+            for _ in range(200):
+                if len(got) == 300:
+                    break
+                await asyncio.sleep(0.01)
+            assert [g[:4] for g in got] == [b"%04d" % i for i in range(300)]
+            assert a.stats()["tx_dropped_queue"] == 0
+    finally:
+        a.close()
+        b.close()
+
+
+CHILD = textwrap.dedent("""
+    import asyncio, sys
+    from aionetstack import Stack, link
+
+    async def main() -> None:
+        async with Stack() as stack:
+            stack.add_nic(link.fd(int(sys.argv[1])), ["198.18.9.2/24", "fd00:9::2/64"])
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
+""")
+
+
+async def test_stack_in_a_child_process() -> None:
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    cfd = child.detach()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(cfd), pass_fds=(cfd,),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    os.close(cfd)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert line == b"ready\n"
+        async with Stack() as stack:
+            stack.add_nic(link.fd(parent.detach()), [f"{A4}/24", f"{A6}/64"])
+            assert 0 < await stack.ping(B4, timeout=3) < 1
+            assert 0 < await stack.ping(B6, timeout=3) < 1
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
