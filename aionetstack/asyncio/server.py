@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aionetstack.errors import WouldBlock
 from aionetstack.stack.waiter import EVENT_IN
+from aionetstack.transport.tcp.state import TcpState
 
 if TYPE_CHECKING:
     from aionetstack.asyncio.stack import Stack
@@ -87,7 +88,7 @@ class Server(asyncio.AbstractServer):
         if not self._serving:
             return
         for ep in self._listeners:
-            while True:
+            while ep.state is TcpState.LISTEN:  # not a listener closed under us (stack closed)
                 try:
                     child = ep.accept()
                 except WouldBlock:

@@ -106,6 +106,9 @@ class Stack(CoreStack):
         self.close()
 
     def close(self) -> None:
+        tcp: TcpProtocol | None = getattr(self, "tcp", None)
+        if tcp is not None and not self.closed:
+            tcp.close_all()  # reset every connection: no transport or waiter is left hanging
         super().close()
         if self._handle is not None:
             self._handle.cancel()
@@ -429,11 +432,11 @@ class Stack(CoreStack):
             chosen_port = 0
             for addr, p in addrs:
                 ep = self.tcp_endpoint(4 if len(addr) == 4 else 6)
+                listeners.append(ep)  # closed below if binding or listening fails
                 ep.reuse_address = True if reuse_address is None else bool(reuse_address)
                 local = ep.bind(addr if any(addr) else None, p or chosen_port)
                 chosen_port = chosen_port or local[1]  # port 0: one port for every address
                 ep.listen(backlog)
-                listeners.append(ep)
         except BaseException:
             for ep in listeners:
                 ep.close()

@@ -169,12 +169,15 @@ class TcpTransport(asyncio.Transport):
             self.close()
 
     def pause_reading(self) -> None:
+        if self._closing:
+            return
         self._paused = True
 
     def resume_reading(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._on_event(EVENT_IN)
+        if self._closing or not self._paused:
+            return  # like CPython: a closing transport delivers nothing more
+        self._paused = False
+        self._on_event(EVENT_IN)
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
@@ -188,8 +191,11 @@ class TcpTransport(asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._conn_lost or self._ep.error is not None:
+        if self._conn_lost:
             self._conn_lost += 1
+            return
+        if self._ep.error is not None:  # failed before _process noticed: fail now, once
+            self._fatal(self._ep.error)
             return
         if not self._buffer:
             try:
@@ -237,6 +243,20 @@ class TcpTransport(asyncio.Transport):
                 ep.shutdown_write()
             except OSError as exc:
                 self._fatal(exc)
+                return
+            # Every byte is now the endpoint's and no more can be written: release a paused
+            # writer as CPython does once its buffer reaches the kernel (after the FIN the
+            # endpoint signals no EVENT_OUT for ACKs, so waiting for "<= low" could hang).
+            if self._protocol_paused:
+                self._protocol_paused = False
+                try:
+                    self._protocol.resume_writing()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._loop.call_exception_handler({
+                        "message": "protocol.resume_writing() failed", "exception": exc,
+                        "transport": self, "protocol": self._protocol})
 
     def can_write_eof(self) -> bool:
         return True
@@ -249,6 +269,8 @@ class TcpTransport(asyncio.Transport):
             self._flush()
 
     def get_write_buffer_size(self) -> int:
+        if self._conn_lost:  # closed or aborted: nothing of ours is buffered any more
+            return self._buffer_size
         return self._buffer_size + self._ep.send_buffered()
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
@@ -316,7 +338,8 @@ class TcpTransport(asyncio.Transport):
         self._force_close(None)
 
     def _fatal(self, exc: BaseException) -> None:
-        self._force_close(exc)
+        # the endpoint's own error is the cause (a NotConnected from a call that raced it is not)
+        self._force_close(self._ep.error if self._ep.error is not None else exc)
 
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:

@@ -229,3 +229,166 @@ def test_impaired_transfer_is_deterministic() -> None:
         return (p.net.now, cli.info()["retransmits"], p.a.stats()["tcp"], p.b.stats()["tcp"])
 
     assert once() == once()
+
+
+def test_unresolvable_neighbour_reports_host_unreachable() -> None:
+    from aionetstack.errors import HostUnreachable
+
+    p = make_pair(l2=True)
+    cli = p.ta.new_endpoint()
+    with pytest.raises(ConnectStarted):
+        cli.connect("198.18.0.99", 80)  # nobody answers ARP for this address
+    assert p.run(lambda: cli.state is TcpState.CLOSED, 300)
+    with pytest.raises(HostUnreachable):
+        cli.connect_result()
+
+
+SCENARIOS = [
+    dict(delay=0.001),
+    dict(delay=0.02, loss=0.1, reorder=0.2, duplicate=0.05),
+    dict(delay=0.05, loss=0.2, reorder=0.05, corrupt=0.01),
+    dict(delay=0.001, loss=0.2, reorder=0.05, corrupt=0.01, jitter=0.005),
+    dict(delay=0.02, loss=0.02, duplicate=0.05, jitter=0.005),
+]
+
+
+@pytest.mark.parametrize("small_buffers", [False, True])
+@pytest.mark.parametrize("wrap", [False, True])
+@pytest.mark.parametrize("scenario", range(len(SCENARIOS)))
+def test_bidirectional_transfer_matrix(scenario: int, wrap: bool, small_buffers: bool) -> None:
+    p = make_pair(seed=100 + scenario, **SCENARIOS[scenario])  # type: ignore[arg-type]
+    if small_buffers:
+        p.ta.rcvbuf = p.tb.rcvbuf = 8000
+        p.ta.sndbuf = p.tb.sndbuf = 5000
+    if wrap:
+        p.ta.isn_override, p.tb.isn_override = 2**32 - 500, 2**32 - 7
+    lst, cli, srv = p.connect()
+    up = random.Random(scenario).randbytes(150_000)
+    down = random.Random(scenario + 1).randbytes(60_000)
+    assert pump(p, cli, srv, up, timeout=3000) == up
+    assert pump(p, srv, cli, down, timeout=3000) == down
+    cli.close()
+    srv.close()
+    lst.close()
+    assert p.run(lambda: cli.state is TcpState.CLOSED and srv.state is TcpState.CLOSED, 3000)
+    p.net.run(200)
+    p.assert_no_leaks()
+    assert len(p.a.timers) == 0 and len(p.b.timers) == 0
+
+
+def test_reentrant_waiter_callbacks_echo_and_close() -> None:
+    """Callbacks that read, write and close from inside a notification must be safe."""
+    p = make_pair(seed=5, delay=0.005, loss=0.05, reorder=0.05)
+    lst, cli, srv = p.connect()
+
+    def on_srv(events: int) -> None:
+        try:
+            data = srv.read()
+        except (WouldBlock, OSError):
+            return
+        if data:
+            srv.write(data)
+        else:
+            srv.close()
+
+    srv.waiter.register(on_srv, EVENT_IN)
+    msg = random.Random(4).randbytes(30_000)
+    sent = 0
+    echoed = bytearray()
+
+    def step() -> bool:
+        nonlocal sent
+        if sent < len(msg):
+            try:
+                sent += cli.write(msg[sent:])
+            except WouldBlock:
+                pass
+            if sent == len(msg):
+                cli.shutdown_write()
+        try:
+            while chunk := cli.read():
+                echoed.extend(chunk)
+        except WouldBlock:
+            return False
+        return True
+
+    assert p.run(step, 300)
+    assert bytes(echoed) == msg
+    lst.close()
+    cli.close()
+    assert p.run(lambda: srv.state is TcpState.CLOSED and cli.state in (
+        TcpState.TIME_WAIT, TcpState.CLOSED), 100)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simultaneous_bidirectional_transfer(seed: int) -> None:
+    rng = random.Random(seed)
+    p = make_pair(seed=seed, delay=rng.choice([0.001, 0.02]), loss=rng.choice([0.05, 0.1]),
+                  reorder=0.05, duplicate=0.02, l2=bool(seed % 2))
+    if seed % 3 == 0:
+        p.ta.rcvbuf = p.tb.rcvbuf = 8000
+        p.ta.sndbuf = p.tb.sndbuf = 5000
+    lst, cli, srv = p.connect()
+    data = {cli: rng.randbytes(120_000), srv: rng.randbytes(90_000)}
+    sent = {cli: 0, srv: 0}
+    got: dict[object, bytearray] = {cli: bytearray(), srv: bytearray()}
+    eof: set[object] = set()
+
+    def step() -> bool:
+        for ep in (cli, srv):
+            d = data[ep]
+            while sent[ep] < len(d):
+                try:
+                    sent[ep] += ep.write(d[sent[ep]:sent[ep] + rng.randrange(1, 20000)])
+                except WouldBlock:
+                    break
+            if sent[ep] == len(d) and ep.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+                ep.shutdown_write()
+            try:
+                while chunk := ep.read(rng.randrange(1, 30000)):
+                    got[ep].extend(chunk)
+                eof.add(ep)
+            except WouldBlock:
+                pass
+        return len(eof) == 2
+
+    assert p.run(step, 3000)
+    assert bytes(got[srv]) == data[cli] and bytes(got[cli]) == data[srv]
+    cli.close()
+    srv.close()
+    lst.close()
+    assert p.run(lambda: cli.state is TcpState.CLOSED and srv.state is TcpState.CLOSED, 3000)
+    p.assert_no_leaks()
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1", "::1", A])
+def test_loopback_connection_on_one_stack(addr: str) -> None:
+    from aionetstack.testing import VirtualNetwork
+    from aionetstack.transport.tcp import install_tcp
+
+    net = VirtualNetwork(seed=3)
+    s = net.stack()
+    from aionetstack.link.pipe import pipe
+
+    ea, _ = pipe(seed=3)
+    s.add_nic(ea, [A + "/24"])
+    tcp = install_tcp(s)
+    fam = 6 if ":" in addr else 4
+    lst = tcp.new_endpoint(fam)
+    lst.bind(None, 7)
+    lst.listen()
+    cli = tcp.new_endpoint(fam)
+    with pytest.raises(ConnectStarted):
+        cli.connect(addr, 7)
+    assert net.run(until=lambda: bool(lst.listen_queue and lst.listen_queue.accept_queue),
+                   timeout=5)
+    srv = lst.accept()
+    msg = random.Random(1).randbytes(200_000)
+    p = Pair(net, s, s, tcp, tcp, (ea, ea))
+    assert pump(p, cli, srv, msg) == msg
+    if addr != A:
+        assert cli.snd.mss == (65495 if fam == 4 else 65476) - 12
+    cli.close()
+    srv.close()
+    lst.close()
+    assert net.run(until=lambda: srv.state is TcpState.CLOSED, timeout=10)

@@ -128,6 +128,7 @@ def test_bad_ack_in_syn_received_gets_rst(wire: Wire) -> None:
 
 
 def test_listener_backlog_drops_excess_syns(wire: Wire) -> None:
+    wire.tcp.syncookies = False
     lst = wire.tcp.new_endpoint()
     lst.bind(None, 80)
     lst.listen(2)
@@ -644,7 +645,7 @@ def test_connect_to_multicast_or_broadcast_fails(wire: Wire) -> None:
 
 
 def test_frag_needed_lowers_the_mss_and_resends(wire: Wire) -> None:
-    from aionetstack.wire.icmpv4 import pack_icmpv4  # noqa: F401 - layout reference
+    from aionetstack.wire.checksum import checksum
     from aionetstack.wire.ipv4 import pack_ipv4
 
     _, ep = passive(wire, wscale=None)
@@ -657,8 +658,6 @@ def test_frag_needed_lowers_the_mss_and_resends(wire: Wire) -> None:
     icmp = bytearray(8) + qip + quoted[:8]
     icmp[0], icmp[1] = 3, 4
     icmp[6:8] = (1000).to_bytes(2, "big")
-    from aionetstack.wire.checksum import checksum
-
     icmp[2:4] = checksum(icmp).to_bytes(2, "big")
     buf = bytearray(20) + icmp
     pack_ipv4(buf, 0, src=wire.peer, dst=wire.local, protocol=1, payload_len=len(icmp))
@@ -835,3 +834,197 @@ def test_dsack_and_bogus_sack_blocks_are_ignored(wire: Wire) -> None:
               options=TcpOptions(sack_blocks=((una, una + MSS),  # D-SACK: below the ACK
                                              (una + 10 * MSS, una + 11 * MSS))))  # never sent
     assert ep.snd.sb.blocks == [] and ep.state is TcpState.ESTABLISHED
+
+
+def test_paws_drops_old_timestamps(wire: Wire) -> None:
+    _, ep = passive(wire, ts=True)
+    base = PEER_ISS + 1
+    wire.send(seq=base, ack=ISS + 1, flags=ACK, payload=b"new",
+              options=TcpOptions(timestamp=(1000, 0)))
+    wire.advance(1)
+    wire.recv()
+    wire.send(seq=base + 3, ack=ISS + 1, flags=ACK, payload=b"old",
+              options=TcpOptions(timestamp=(900, 0)))  # TSval went backwards
+    a = only(wire.recv())
+    assert a.ack == base + 3 and a.options.timestamp is not None
+    assert a.options.timestamp[1] == 1000
+    assert ep.read() == b"new"
+    assert wire.s.stats()["tcp"]["dropped.paws"] == 1
+
+
+def test_timestamps_on_every_segment_once_agreed(wire: Wire) -> None:
+    _, ep = passive(wire, ts=True)
+    ep.write(b"abc")
+    d = only(wire.recv())
+    assert d.options.timestamp is not None and d.options.timestamp[1] == 778
+    ep.shutdown_write()
+    assert only(wire.recv()).options.timestamp is not None
+
+
+def test_default_mss_without_option(wire: Wire) -> None:
+    wire.tcp.isn_override = ISS
+    lst = wire.tcp.new_endpoint()
+    lst.bind(None, 80)
+    lst.listen()
+    wire.send(seq=PEER_ISS, flags=SYN)
+    only(wire.recv())
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK)
+    ep = lst.accept()
+    assert ep.snd.mss == 536  # RFC 9293 §3.7.1 (MUST-15)
+    ep.write(b"z" * 1000)
+    assert [len(s.payload) for s in wire.recv()] == [536]  # Nagle holds the short tail
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 537, flags=ACK)
+    assert [len(s.payload) for s in wire.recv()] == [464]
+
+
+def test_urgent_data_stays_in_the_stream(wire: Wire) -> None:
+    from aionetstack.wire.tcp import URG
+
+    _, ep = passive(wire)
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK | URG | PSH, payload=b"urgent!")
+    assert ep.read() == b"urgent!"
+
+
+def test_unknown_options_in_syn_are_skipped(wire: Wire) -> None:
+    from aionetstack.wire.ipv4 import pack_ipv4
+    from aionetstack.wire.tcp import pack_tcp
+
+    lst = wire.tcp.new_endpoint()
+    lst.bind(None, 80)
+    lst.listen()
+    opts = bytes([2, 4, 0x05, 0xB4, 0xFE, 6, 1, 2, 3, 4, 1, 0])  # MSS, kind 254 len 6, NOP, EOL
+    seg = bytearray(20 + len(opts))
+    pack_tcp(seg, 0, src=wire.peer, dst=wire.local, sport=4000, dport=80, seq=PEER_ISS,
+             ack=0, flags=SYN, window=1000, checksum=False)
+    seg[12] = ((20 + len(opts)) // 4) << 4
+    seg[20:] = opts
+    buf = bytearray(20) + seg
+    pack_ipv4(buf, 0, src=wire.peer, dst=wire.local, protocol=6, payload_len=len(seg))
+    wire.end.send(buf)
+    s = only(wire.recv())
+    assert s.flags == SYN | ACK and s.ack == PEER_ISS + 1
+    lst.close()
+
+
+def test_syn_cookies_when_the_syn_queue_overflows(wire: Wire) -> None:
+    wire.tcp.isn_override = ISS
+    lst = wire.tcp.new_endpoint()
+    lst.bind(None, 80)
+    lst.listen(1)
+    wire.send(sport=4000, seq=PEER_ISS, flags=SYN, options=TcpOptions(mss=MSS))
+    assert only(wire.recv()).seq == ISS  # a normal half-open connection
+    wire.send(sport=4001, seq=7777, flags=SYN,
+              options=TcpOptions(mss=1400, wscale=7, sack_permitted=True, timestamp=(5, 0)))
+    c = only(wire.recv())
+    assert c.flags == SYN | ACK and c.ack == 7778 and c.seq != ISS
+    assert c.options.mss == 1460 and c.options.wscale is None and c.options.timestamp is None
+    assert len(wire.tcp.connections) == 1  # no state kept for the cookie
+    # a forged ACK is reset; the right one creates the connection
+    wire.send(sport=4001, seq=7778, ack=(c.seq + 2) & 0xFFFFFFFF, flags=ACK)
+    assert only(wire.recv()).flags == RST
+    wire.send(sport=4001, seq=7778, ack=(c.seq + 1) & 0xFFFFFFFF, flags=ACK | PSH,
+              payload=b"cookie data")
+    ep = lst.accept()
+    assert ep.state is TcpState.ESTABLISHED and ep.remote is not None and ep.remote[1] == 4001
+    assert ep.snd.mss == 1360 and ep.read() == b"cookie data"
+    ep.write(b"ok")
+    assert [bytes(s.payload) for s in wire.recv() if s.payload] == [b"ok"]
+    # an old cookie (more than two 64 s periods later) is refused
+    wire.send(sport=4002, seq=9000, flags=SYN)
+    old = only(wire.recv())
+    wire.advance(200)
+    wire.recv()
+    wire.send(sport=4002, seq=9001, ack=(old.seq + 1) & 0xFFFFFFFF, flags=ACK)
+    assert only(wire.recv()).flags == RST
+    lst.close()
+
+
+def test_plain_ack_to_listener_is_reset_without_cookies_in_use(wire: Wire) -> None:
+    lst = wire.tcp.new_endpoint()
+    lst.bind(None, 80)
+    lst.listen()
+    wire.send(seq=1, ack=12345, flags=ACK)
+    r = only(wire.recv())
+    assert r.flags == RST and r.seq == 12345
+    assert wire.s.stats()["tcp"].get("syncookies-accepted", 0) == 0
+    lst.close()
+
+
+def test_orphaned_fin_wait_2_times_out(wire: Wire) -> None:
+    lst, ep = passive(wire)
+    lst.close()
+    ep.close()
+    only(wire.recv())
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 2, flags=ACK)
+    assert ep.state is TcpState.FIN_WAIT_2
+    wire.advance(59)
+    assert ep.state is TcpState.FIN_WAIT_2
+    wire.advance(2)
+    assert ep.state is TcpState.CLOSED
+    assert wire.tcp.connections == {} and len(wire.tcp.endpoints) == 0
+    assert len(wire.s.timers) == 0
+
+
+def test_half_closed_endpoint_keeps_receiving_in_fin_wait_2(wire: Wire) -> None:
+    _, ep = passive(wire)
+    ep.shutdown_write()
+    only(wire.recv())
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 2, flags=ACK)
+    assert ep.state is TcpState.FIN_WAIT_2
+    wire.advance(120)  # not orphaned: no FIN-WAIT-2 timeout
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 2, flags=ACK | PSH, payload=b"still here")
+    assert ep.read() == b"still here" and ep.state is TcpState.FIN_WAIT_2
+
+
+def test_data_on_syn_is_delivered_after_the_handshake(wire: Wire) -> None:
+    wire.tcp.isn_override = ISS
+    lst = wire.tcp.new_endpoint()
+    lst.bind(None, 80)
+    lst.listen()
+    wire.send(seq=PEER_ISS, flags=SYN, payload=b"early bird")
+    s = only(wire.recv())
+    assert s.flags == SYN | ACK and s.ack == PEER_ISS + 11
+    wire.send(seq=PEER_ISS + 11, ack=ISS + 1, flags=ACK)
+    ep = lst.accept()
+    assert ep.read() == b"early bird"
+
+
+def test_read_into(wire: Wire) -> None:
+    _, ep = passive(wire)
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK | PSH, payload=b"0123456789")
+    buf = bytearray(4)
+    assert ep.read_into(buf) == 4 and buf == b"0123"
+    assert ep.read_into(memoryview(buf)[:0]) == 0
+    big = bytearray(100)
+    assert ep.read_into(big) == 6 and big[:6] == b"456789"
+    with pytest.raises(WouldBlock):
+        ep.read_into(big)
+    wire.send(seq=PEER_ISS + 11, ack=ISS + 1, flags=ACK | FIN)
+    assert ep.read_into(big) == 0
+
+
+def test_full_segments_never_exceed_the_mtu_with_sack_blocks(wire: Wire) -> None:
+    _, ep = passive(wire, ts=True)
+    wire.send(seq=PEER_ISS + 500, ack=ISS + 1, flags=ACK, payload=b"hole before me",
+              options=TcpOptions(timestamp=(900, 0)))
+    assert only(wire.recv()).options.sack_blocks
+    ep.write(b"F" * 5000)
+    segs = wire.recv()
+    assert segs and all(len(raw) <= 1480 for raw in wire.raw)
+    assert max(len(s.payload) for s in segs) == 1448
+
+
+def test_pure_ack_after_timeout_uses_the_highest_sequence_sent(wire: Wire) -> None:
+    """Regression: after go-back-N, an ACK with SEQ=SND.NXT could sit behind the peer's
+    RCV.NXT and be rejected, deadlocking two senders that both timed out."""
+    _, ep = passive(wire, wscale=None)
+    ep.write(b"g" * (3 * MSS))
+    assert len(wire.recv()) == 3
+    wire.net.run(until=lambda: bool(wire.end.pending), timeout=5)  # RTO: resend the first
+    assert only(wire.recv()).seq == ISS + 1
+    assert ep.snd.snd_nxt == ISS + 1 + MSS
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK | PSH, payload=b"peer data")
+    wire.advance(0.05)
+    a = only(wire.recv())
+    assert a.flags == ACK and not a.payload
+    assert a.seq == ISS + 1 + 3 * MSS and a.ack == PEER_ISS + 10

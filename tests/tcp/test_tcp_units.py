@@ -84,7 +84,7 @@ def _receiver(irs: int, cap: int = 1 << 20) -> Receiver:
     return r
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     size=st.integers(1, 5000),
     cuts=st.lists(st.integers(1, 4999), max_size=12),
@@ -108,6 +108,7 @@ def test_reassembly_is_exact_for_any_order_overlap_and_duplication(
     base = seq_add(irs, 1)
     for a, b in segs:
         r.on_data(seq_add(base, a), memoryview(data)[a:b], fin and b == size)
+        _check_blocks(r)
     if fin and not any(b == size for _, b in segs):  # pragma: no cover - size>0 always ends
         return
     assert bytes(r.buffer) == data
@@ -115,6 +116,27 @@ def test_reassembly_is_exact_for_any_order_overlap_and_duplication(
     assert r.fin_received == fin
     assert r.rcv_nxt == seq_add(base, size + (1 if fin else 0))
     assert r.bytes_received == size
+
+
+def _check_blocks(r: Receiver) -> None:
+    """Out-of-order blocks: beyond RCV.NXT, sorted, disjoint, not adjacent, sizes tallied."""
+    prev_end = 0
+    for i, b in enumerate(r.ooo):
+        start = seq_sub(b.seq, r.rcv_nxt)
+        assert start > prev_end or (i == 0 and start > 0)
+        prev_end = start + len(b.data)
+    assert r.ooo_bytes == sum(len(b.data) for b in r.ooo)
+
+
+def test_a_long_run_behind_a_hole_is_linear() -> None:
+    r = _receiver(2**32 - 100, cap=8 << 20)
+    seg = memoryview(b"x" * 1448)
+    base = seq_add(r.irs, 1)
+    for i in range(1, 4000):  # quadratic merging took seconds here
+        r.on_data(seq_add(base, i * 1448), seg, False)
+    assert len(r.ooo) == 1 and r.ooo_bytes == 3999 * 1448
+    assert r.on_data(base, seg, False) == (4000 * 1448, True)
+    assert len(r.buffer) == 4000 * 1448 and r.ooo_bytes == 0
 
 
 def test_receiver_window_never_shrinks_and_avoids_sws() -> None:

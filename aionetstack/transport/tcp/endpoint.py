@@ -1,32 +1,39 @@
 """A TCP connection endpoint: the user API and the segment-arrival state machine.
 
 User API (non-blocking, gVisor-shaped): ``bind``, ``listen``, ``accept`` (raises WouldBlock),
-``connect`` (raises ConnectStarted; completion is ``EVENT_OUT`` on ``waiter``), ``write``
-(accepts what fits), ``read`` (WouldBlock when empty, ``b""`` at EOF), ``shutdown_write``,
-``close`` (graceful; a RST instead when unread data is pending, RFC 9293 §3.10.4 / RFC 2525
-§2.17), ``abort`` (RST), ``readiness``.
+``connect`` (raises ConnectStarted; completion is ``EVENT_OUT`` on ``waiter``, then
+``connect_result()``), ``write`` (accepts what fits; queued in SYN-SENT and sent after the
+handshake), ``read`` / ``read_into`` (WouldBlock when empty, ``b""`` / 0 at EOF),
+``shutdown_write``, ``close`` (graceful; a RST instead when unread data is pending, RFC 9293
+§3.10.4 / RFC 2525 §2.17), ``abort`` (RST), ``readiness``, ``info``.  Options: ``nodelay``,
+``keepalive`` (+ ``keepidle``/``keepintvl``/``keepcnt``), ``user_timeout``,
+``set_buffer_sizes``.
 
 Segment arrival follows RFC 9293 §3.10.7:
 
 * SYN-SENT (§3.10.7.3): an ACK outside ``(ISS, SND.NXT]`` is answered with a reset; a RST is only
-  accepted with an acceptable ACK (-> ConnectionRefused); SYN+ACK completes the handshake; a bare
-  SYN is a simultaneous open (-> SYN-RECEIVED, send SYN-ACK).
+  accepted with an acceptable ACK (-> ConnectionRefused); SYN+ACK completes the handshake (any
+  text on it is kept); a bare SYN is a simultaneous open (-> SYN-RECEIVED, send SYN-ACK).
 * Otherwise (§3.10.7.4): PAWS (RFC 7323 §5); the acceptability test; RST processing with
   RFC 5961 §3 (only an exact ``SEG.SEQ == RCV.NXT`` resets, any other in-window RST draws a
-  challenge ACK); a SYN in a synchronized state draws a challenge ACK (RFC 5961 §4); ACK
-  processing, where an ACK of unsent data is answered with an ACK and dropped (RFC 5961 §5);
-  text (the ``Receiver``); FIN.
+  challenge ACK); a SYN in a synchronized state draws a challenge ACK (RFC 5961 §4; challenge
+  ACKs are rate-limited, §7); ACK processing, where an ACK of unsent data is answered with an
+  ACK and dropped (RFC 5961 §5); text (the ``Receiver``); FIN.
 
 Options negotiated on the handshake: MSS (from the route MTU: ``mtu - 40`` for IPv4, ``- 60`` for
-IPv6), window scale and timestamps (RFC 7323), SACK-permitted (RFC 2018; SACK blocks are not yet
-generated or used).  ACKs are delayed (every second full-sized segment, else after ``delack``
-seconds) but sent at once for out-of-order data, hole fills and FINs (RFC 9293 §3.8.6.3,
-RFC 5681 §4.2).
+IPv6; 536/1220 when the peer sends none), window scale and timestamps (RFC 7323), SACK
+(RFC 2018: blocks reported on ACKs, most recent first; the sender's scoreboard drives RFC 6675
+recovery).  ACKs are delayed (every second full-sized segment, else after ``delack`` seconds)
+but sent at once for out-of-order data, hole fills and FINs (RFC 9293 §3.8.6.3, RFC 5681 §4.2).
+RTT samples come from echoed timestamps, except echoes older than our latest retransmission
+(ambiguous, Karn's rule extended to timestamps).  ICMP: hard errors abort a connection attempt,
+soft ones are kept and reported if the connection times out, fragmentation-needed lowers the
+MSS (RFC 1122 §4.2.3.9, RFC 1191, RFC 5927 sequence check).
 
 Timers: ``_rto_timer`` (SYN/data retransmission and zero-window probes), ``_delack_timer``,
 ``_linger_timer`` (TIME-WAIT 2*MSL, and the FIN-WAIT-2 timeout of a closed endpoint),
-``_ka_timer`` (keep-alive, off by default, RFC 9293 §3.8.4).  Reaching
-CLOSED cancels them all, removes the endpoint from the demux tables and releases its port.
+``_ka_timer`` (keep-alive, off by default, RFC 9293 §3.8.4).  Reaching CLOSED cancels them all,
+removes the endpoint from the demux tables and releases its port.
 """
 
 from __future__ import annotations
@@ -82,6 +89,15 @@ S = TcpState
 _OUTPUT_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 _RST_ON_ABORT = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2,
                            S.CLOSE_WAIT})
+
+
+def local_mss(mtu: int, family: int) -> int:
+    """The MSS to offer for a path MTU (RFC 9293 §3.7.1, RFC 6691): MTU less 40 (IPv4) or 60
+    (IPv6) bytes of headers, and no more than the largest datagram allows (65495 on a 64 KiB
+    loopback, as Linux advertises)."""
+    if family == 4:
+        return min(mtu, 0xFFFF) - 40
+    return min(mtu - 60, 0xFFFF - 20)
 
 
 def _wscale_for(capacity: int) -> int:
@@ -301,8 +317,12 @@ class TcpEndpoint:
             raise WouldBlock()
         raise NotConnected("not connected")
 
-    def spawn_child(self, pkt: PacketInfo, h: TcpHeader) -> TcpEndpoint | None:
-        """Passive open: a SYN reached this listener; create the SYN-RECEIVED child."""
+    def spawn_child(self, pkt: PacketInfo, h: TcpHeader,
+                    cookie: tuple[int, int] | None = None) -> TcpEndpoint | None:
+        """Passive open: a SYN reached this listener; create the SYN-RECEIVED child.
+
+        With ``cookie`` (ISN, MSS) ``h`` is the ACK that completes a SYN-cookie handshake.
+        """
         proto = self.proto
         try:
             route = self.stack.find_route(pkt.src, pkt.dst)
@@ -321,16 +341,27 @@ class TcpEndpoint:
         child.local = (pkt.dst, h.dport)
         child.remote = (pkt.src, h.sport)
         child.route = route
-        child.rcv.start(h.seq)
-        child._negotiate(h.options)
-        child.snd.start(proto.new_isn(pkt.dst, h.dport, pkt.src, h.sport))
+        if cookie is None:
+            child.rcv.start(h.seq)
+            child._negotiate(h.options)
+            child.snd.start(proto.new_isn(pkt.dst, h.dport, pkt.src, h.sport))
+        else:
+            child.rcv.start((h.seq - 1) & MASK)
+            child._negotiate(TcpOptions(mss=cookie[1]))
+            child.snd.start(cookie[0])
         child.snd.snd_wnd = child.snd.max_snd_wnd = h.window
         child.snd.snd_wl1, child.snd.snd_wl2 = h.seq, child.snd.iss
         proto.connections[(pkt.dst, h.dport, pkt.src, h.sport)] = child
         proto.endpoints.add(child)
         child._set_state(S.SYN_RECEIVED)
-        child._syn_time = self.stack.now()
-        child._send_syn(ack=True)
+        if cookie is None:
+            if h.payload:  # data on the SYN: keep it for after the handshake (RFC 9293 §3.10.7.2)
+                child.rcv.on_data(seq_add(h.seq, 1), h.payload, False)
+            child._syn_time = self.stack.now()
+            child._send_syn(ack=True)
+        else:
+            child._syn_time = -1.0  # no RTT sample from a handshake we kept no state for
+            child.segment_arrived(h)
         return child
 
     # -- data -------------------------------------------------------------------------------------
@@ -351,12 +382,32 @@ class TcpEndpoint:
         return n
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all with -1); ``b""`` at EOF; WouldBlock when nothing is ready."""
         rcv = self.rcv
-        if rcv.buffer and n != 0:
+        if n == 0:
+            return b""
+        if rcv.buffer:
             data = rcv.read(n)
             self._maybe_window_update()
             return data
-        if rcv.fin_received:
+        return self._read_empty()
+
+    def read_into(self, buf: bytearray | memoryview) -> int:
+        """Like ``read(len(buf))`` but copies straight into ``buf``; 0 means EOF."""
+        rcv = self.rcv
+        if rcv.buffer and len(buf):
+            n = min(len(buf), len(rcv.buffer))
+            buf[:n] = rcv.buffer[:n]
+            del rcv.buffer[:n]
+            self._maybe_window_update()
+            return n
+        if not len(buf):
+            return 0
+        return len(self._read_empty())
+
+    def _read_empty(self) -> bytes:
+        """The outcome of reading with nothing buffered: EOF, an error, or WouldBlock."""
+        if self.rcv.fin_received:
             return b""
         if self.error is not None:
             raise self.error
@@ -468,7 +519,7 @@ class TcpEndpoint:
     # -- segment output ---------------------------------------------------------------------------
     def _local_mss(self) -> int:
         assert self.route is not None
-        return self.route.mtu - (40 if self.family == 4 else 60)
+        return local_mss(self.route.mtu, self.family)
 
     def _tsval(self, now: float) -> int:
         return (int(now * 1000) + self.ts_offset) & MASK
@@ -526,8 +577,11 @@ class TcpEndpoint:
                     options = TcpOptions(timestamp=(tsval, self.ts_recent))
                     if (payload or flags & FIN) and seq_lt(seq, self.snd.snd_max):
                         self._rexmit_ts = tsval
-                if self.sack_ok and rcv.ooo and flags & ACK:
-                    blocks = rcv.sack_blocks(3 if self.ts_enabled else 4)
+                # SACK blocks only as far as they fit beside the payload within the MTU
+                fit = (route.max_payload - 20 - (12 if self.ts_enabled else 0) - len(payload)
+                       - 4) // 8
+                if self.sack_ok and rcv.ooo and flags & ACK and fit > 0:
+                    blocks = rcv.sack_blocks(min(3 if self.ts_enabled else 4, fit))
                     if options is None:
                         options = TcpOptions(sack_blocks=blocks)
                     else:
@@ -540,8 +594,12 @@ class TcpEndpoint:
         pack_tcp(buf, route.headroom, src=route.local, dst=route.remote, sport=self.local[1],
                  dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
                  options=options, payload=payload, checksum=not route.nic.tx_offload)
-        self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
-        self.proto.stats["sent"] += 1
+        try:
+            self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
+        except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
+            self.proto.stats.drop(f"send-{type(exc).__name__}")
+        else:
+            self.proto.stats["sent"] += 1
         if flags & ACK:
             self.last_ack_sent = ack
             self._ack_bytes = 0
@@ -551,7 +609,12 @@ class TcpEndpoint:
             self._rto_timer.schedule(now + self.rtt.timeout())
 
     def _send_ack(self) -> None:
-        self._emit(self.snd.snd_nxt, ACK)
+        """A pure ACK.  Its sequence number is the highest one sent (SND.NXT may have been pulled
+        back by a timeout, and an ACK behind the peer's RCV.NXT would be unacceptable to it),
+        but not beyond the peer's window (Linux ``tcp_acceptable_seq``)."""
+        snd = self.snd
+        edge = seq_add(snd.snd_una, snd.snd_wnd)
+        self._emit(snd.snd_max if seq_le(snd.snd_max, edge) else edge, ACK)
 
     def _challenge_ack(self) -> None:
         if self.proto.challenge_ack_allowed():
@@ -585,9 +648,9 @@ class TcpEndpoint:
     def _established(self, now: float) -> None:
         self._set_state(S.ESTABLISHED)
         snd = self.snd
-        if snd.retries == 0:
+        if snd.retries == 0 and self._syn_time >= 0:
             self.rtt.sample(now - self._syn_time)
-        elif self.rtt.srtt is None:
+        elif snd.retries and self.rtt.srtt is None:
             self.rtt.rto = max(self.rtt.rto, 3.0)  # RFC 6298 §5.7: the SYN was retransmitted
         snd.retries = 0
         self.rtt.backoff = 0
@@ -930,6 +993,8 @@ class TcpEndpoint:
         if ((payload or flags & FIN) and self.state in CAN_RECEIVE
                 and not self._text(seq, payload, bool(flags & FIN), now)):
             return
+        if self.state is S.CLOSED:
+            return  # a waiter callback closed or aborted us while we were notifying
         self._output(now)
         if self._ack_now:
             self._send_ack()

@@ -6,6 +6,12 @@ secret drawn once from the stack's random source).  Successive incarnations of o
 increasing ISNs, while an off-path attacker cannot predict them for a tuple it does not own.
 
 Time is whatever the stack's clock says (``now`` in seconds), so tests are reproducible.
+
+``SynCookies`` (RFC 4987 §3.6) encode a half-open connection in the ISN of a SYN-ACK when the
+SYN queue is full: ``t`` (5 bits, a 64-second counter), an MSS index (3 bits) and a 24-bit keyed
+hash of the 4-tuple, the peer's ISN and ``t``.  The returning ACK carries ``cookie + 1``; a cookie
+is valid for the current and the previous counter value.  Window scale, SACK and timestamps
+offered in the SYN are not remembered (the classic cookie limitation).
 """
 
 from __future__ import annotations
@@ -14,6 +20,40 @@ import hashlib
 
 from aionetstack.clock import RandomSource
 from aionetstack.wire.seqnum import MASK
+
+MSS_TABLE = (536, 1220, 1360, 1440, 1460, 4312, 8960, 65495)
+
+
+def _tuple(local: bytes, lport: int, remote: bytes, rport: int) -> bytes:
+    return local + remote + lport.to_bytes(2, "big") + rport.to_bytes(2, "big")
+
+
+class SynCookies:
+    __slots__ = ("_secret",)
+
+    def __init__(self, rng: RandomSource) -> None:
+        self._secret = rng.getrandbits(128).to_bytes(16, "big")
+
+    def _hash(self, t: int, four: bytes, irs: int) -> int:
+        h = hashlib.blake2b(digest_size=3, key=self._secret)
+        h.update(four + irs.to_bytes(4, "big") + bytes([t]))
+        return int.from_bytes(h.digest(), "big")
+
+    def make(self, local: bytes, lport: int, remote: bytes, rport: int, irs: int, mss: int,
+             now: float) -> int:
+        t = int(now // 64) & 0x1F
+        idx = max((i for i, m in enumerate(MSS_TABLE) if m <= mss), default=0)
+        return (t << 27) | (idx << 24) | self._hash(t, _tuple(local, lport, remote, rport), irs)
+
+    def check(self, cookie: int, local: bytes, lport: int, remote: bytes, rport: int, irs: int,
+              now: float) -> int | None:
+        """The MSS the cookie encodes, or None if it is not one of ours (or too old)."""
+        t = cookie >> 27
+        if (int(now // 64) - t) & 0x1F > 1:
+            return None
+        if self._hash(t, _tuple(local, lport, remote, rport), irs) != cookie & 0xFFFFFF:
+            return None
+        return MSS_TABLE[(cookie >> 24) & 7]
 
 
 class IsnGenerator:

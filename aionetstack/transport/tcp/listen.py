@@ -3,15 +3,17 @@
 A listening endpoint answers segments for which no connection exists yet:
 
 * RST -- ignored;
-* ACK -- answered with ``<SEQ=SEG.ACK><CTL=RST>`` (no SYN cookies in this increment);
+* ACK -- if the SYN queue overflowed in the last two minutes and the ACK carries a valid SYN
+  cookie (``isn.SynCookies``), the connection is created straight into the accept queue;
+  otherwise it is answered with ``<SEQ=SEG.ACK><CTL=RST>``;
 * SYN -- a child endpoint is created in SYN-RECEIVED, registered in the connection table and put
   on the *SYN queue*; it answers with SYN-ACK.  When the handshake completes the child moves to
   the *accept queue* and the listener's waiters get ``EVENT_IN``; ``accept`` pops it.
 * anything else -- dropped.
 
-``backlog`` bounds both queues together (Linux bounds them separately; one bound is simpler and
-still keeps a SYN flood from growing memory without limit): a SYN arriving when
-``len(syn_queue) + len(accept_queue) >= backlog`` is dropped, so the peer retries it later.
+``backlog`` bounds each queue.  A SYN arriving with a full accept queue is dropped (the peer
+retries it later); with a full SYN queue it is answered statelessly with a SYN cookie
+(RFC 4987 §3.6) when ``TcpProtocol.syncookies`` is on (the default, as on Linux), else dropped.
 """
 
 from __future__ import annotations
@@ -19,23 +21,30 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from aionetstack.errors import NetstackError
 from aionetstack.network.packet import PacketInfo
-from aionetstack.wire.tcp import ACK, RST, SYN, TcpHeader
+from aionetstack.wire.checksum import PROTO_TCP
+from aionetstack.wire.seqnum import MASK
+from aionetstack.wire.tcp import ACK, RST, SYN, TcpHeader, TcpOptions, pack_tcp
 
 if TYPE_CHECKING:
     from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
 
 class ListenQueue:
-    __slots__ = ("accept_queue", "backlog", "syn_queue")
+    __slots__ = ("accept_queue", "backlog", "last_overflow", "syn_queue")
 
     def __init__(self, backlog: int) -> None:
         self.backlog = max(backlog, 1)
         self.syn_queue: list[TcpEndpoint] = []
         self.accept_queue: deque[TcpEndpoint] = deque()
+        self.last_overflow: float | None = None
 
-    def full(self) -> bool:
-        return len(self.syn_queue) + len(self.accept_queue) >= self.backlog
+    def accept_full(self) -> bool:
+        return len(self.accept_queue) >= self.backlog
+
+    def syn_full(self) -> bool:
+        return len(self.syn_queue) >= self.backlog
 
     def established(self, child: TcpEndpoint) -> None:
         if child in self.syn_queue:
@@ -57,19 +66,62 @@ class ListenQueue:
 def listen_input(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader) -> None:
     proto = listener.proto
     flags = h.flags
+    q = listener.listen_queue
+    assert q is not None
     if flags & RST:
         return
+    now = proto.stack.now()
     if flags & ACK:
+        if (not flags & SYN and q.last_overflow is not None and now - q.last_overflow < 120
+                and not q.accept_full()):
+            irs = (h.seq - 1) & MASK
+            mss = proto.cookies.check((h.ack - 1) & MASK, pkt.dst, h.dport, pkt.src, h.sport,
+                                      irs, now)
+            if mss is not None:
+                proto.stats["syncookies-accepted"] += 1
+                listener.spawn_child(pkt, h, cookie=((h.ack - 1) & MASK, mss))
+                return
         proto.send_reset(pkt, h)
         return
     if not flags & SYN:
         proto.stats.drop("listen-no-syn")
         return
-    q = listener.listen_queue
-    assert q is not None
-    if q.full():
+    if q.accept_full():
         proto.stats.drop("listen-overflow")
+        return
+    if q.syn_full():
+        if proto.syncookies:
+            q.last_overflow = now
+            send_cookie(listener, pkt, h, now)
+        else:
+            proto.stats.drop("syn-queue-overflow")
         return
     child = listener.spawn_child(pkt, h)
     if child is not None:
         q.syn_queue.append(child)
+
+
+def send_cookie(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader, now: float) -> None:
+    """Answer a SYN statelessly with a SYN-ACK whose ISN is a cookie (RFC 4987 §3.6)."""
+    proto = listener.proto
+    try:
+        route = proto.stack.find_route(pkt.src, pkt.dst)
+    except NetstackError:
+        return
+    from aionetstack.transport.tcp.endpoint import local_mss
+
+    ours = local_mss(route.mtu, route.family)
+    mss = min(h.options.mss or (536 if route.family == 4 else 1220), ours)
+    cookie = proto.cookies.make(pkt.dst, h.dport, pkt.src, h.sport, h.seq, mss, now)
+    opts = TcpOptions(mss=ours)
+    l4 = 20 + opts.packed_len()
+    buf = route.new_packet(l4)
+    pack_tcp(buf, route.headroom, src=route.local, dst=route.remote, sport=h.dport,
+             dport=h.sport, seq=cookie, ack=(h.seq + 1) & MASK, flags=SYN | ACK,
+             window=min(listener.rcv.capacity, 0xFFFF), options=opts,
+             checksum=not route.nic.tx_offload)
+    try:
+        proto.stack.send_ip(route, buf, l4, PROTO_TCP)
+    except NetstackError:
+        return
+    proto.stats["syncookies-sent"] += 1

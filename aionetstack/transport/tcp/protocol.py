@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import UNICAST, IcmpError, PacketInfo
 from aionetstack.transport.tcp.endpoint import TcpEndpoint
-from aionetstack.transport.tcp.isn import IsnGenerator
+from aionetstack.transport.tcp.isn import IsnGenerator, SynCookies
 from aionetstack.transport.tcp.listen import listen_input
 from aionetstack.transport.tcp.state import TcpState
 from aionetstack.wire.checksum import PROTO_TCP
@@ -46,6 +46,8 @@ class TcpProtocol:
         self.endpoints: set[TcpEndpoint] = set()
         self.isn = IsnGenerator(stack.rng)
         self.isn_override: int | None = None
+        self.cookies = SynCookies(stack.rng)
+        self.syncookies = True
         # defaults (Linux-like)
         self.rcvbuf = 262144
         self.sndbuf = 262144
@@ -137,7 +139,10 @@ class TcpProtocol:
         pack_tcp(buf, route.headroom, src=route.local, dst=route.remote, sport=h.dport,
                  dport=h.sport, seq=seq, ack=ack, flags=flags, window=0,
                  checksum=not route.nic.tx_offload)
-        self.stack.send_ip(route, buf, 20, PROTO_TCP)
+        try:
+            self.stack.send_ip(route, buf, 20, PROTO_TCP)
+        except NetstackError:
+            return
         self.stats["resets-sent"] += 1
 
     def icmp_error(self, err: IcmpError) -> None:

@@ -18,7 +18,17 @@ last advertised, so ``rcv_wnd = rcv_adv - rcv_nxt``.
 
 from __future__ import annotations
 
-from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
+from aionetstack.wire.seqnum import seq_add, seq_le, seq_lt, seq_sub
+
+
+class _Block:
+    """A run of out-of-order bytes starting at sequence number ``seq``."""
+
+    __slots__ = ("data", "seq")
+
+    def __init__(self, seq: int, data: bytearray) -> None:
+        self.seq = seq
+        self.data = data
 
 
 class Receiver:
@@ -33,7 +43,7 @@ class Receiver:
         self.rcv_adv = 0
         self.mss = 536
         self.buffer = bytearray()
-        self.ooo: list[tuple[int, bytes]] = []  # disjoint, sorted by sequence number
+        self.ooo: list[_Block] = []  # disjoint, not adjacent, sorted by sequence number
         self.ooo_bytes = 0
         self.fin_seq: int | None = None  # a FIN seen but not yet in order
         self.fin_received = False
@@ -110,7 +120,7 @@ class Receiver:
             fin = False
         if seq != nxt:
             if data:
-                self._ooo_insert(seq, bytes(data))
+                self._ooo_insert(seq, data)
             if fin:
                 self.fin_seq = seq_add(seq, len(data))
             return 0, bool(data) or fin
@@ -120,14 +130,14 @@ class Receiver:
         if fin:
             self.fin_seq = nxt
         filled = False
-        while self.ooo and seq_le(self.ooo[0][0], nxt):
-            bseq, block = self.ooo.pop(0)
-            self.ooo_bytes -= len(block)
-            skip = seq_sub(nxt, bseq)
-            if skip < len(block):
-                self.buffer += block[skip:]
-                delivered += len(block) - skip
-                nxt = seq_add(nxt, len(block) - skip)
+        while self.ooo and seq_le(self.ooo[0].seq, nxt):
+            blk = self.ooo.pop(0)
+            self.ooo_bytes -= len(blk.data)
+            skip = seq_sub(nxt, blk.seq)
+            if skip < len(blk.data):
+                self.buffer += memoryview(blk.data)[skip:]
+                delivered += len(blk.data) - skip
+                nxt = seq_add(nxt, len(blk.data) - skip)
             filled = True
         self.rcv_nxt = nxt
         self.bytes_received += delivered
@@ -138,31 +148,57 @@ class Receiver:
             self.ooo_bytes = 0
         return delivered, filled
 
-    def _ooo_insert(self, seq: int, data: bytes) -> None:
-        end = seq_add(seq, len(data))
-        merged_seq, merged = seq, bytearray(data)
-        keep: list[tuple[int, bytes]] = []
-        for bseq, block in self.ooo:
-            bend = seq_add(bseq, len(block))
-            if seq_lt(bend, merged_seq) or seq_gt(bseq, end):
-                keep.append((bseq, block))
-                continue
-            # overlapping or adjacent: union the two byte ranges (new bytes win; they match)
-            lo = merged_seq if seq_le(merged_seq, bseq) else bseq
-            hi = end if seq_ge(end, bend) else bend
-            out = bytearray(seq_sub(hi, lo))
-            out[seq_sub(bseq, lo):seq_sub(bseq, lo) + len(block)] = block
-            out[seq_sub(merged_seq, lo):seq_sub(merged_seq, lo) + len(merged)] = merged
-            merged_seq, merged, end = lo, out, hi
-        keep.append((merged_seq, bytes(merged)))
-        self.last_sack = merged_seq
-        keep.sort(key=lambda b: seq_sub(b[0], self.rcv_nxt))
-        self.ooo = keep
-        self.ooo_bytes = sum(len(b) for _, b in keep)
+    def _ooo_insert(self, seq: int, data: memoryview) -> None:
+        """Add ``data`` at ``seq`` (beyond RCV.NXT) to the out-of-order blocks, merging.
+
+        The block that ``data`` touches first is extended in place, so a run of segments
+        arriving in order behind a hole costs O(bytes), not O(bytes**2).  Where the new bytes
+        overlap stored ones the stored ones are kept (a correct sender sends the same bytes).
+        """
+        nxt = self.rcv_nxt
+        blocks = self.ooo
+        s = seq_sub(seq, nxt)
+        e = s + len(data)
+        n = len(blocks)
+        i = 0
+        while i < n and seq_sub(blocks[i].seq, nxt) + len(blocks[i].data) < s:
+            i += 1
+        j = i
+        while j < n and seq_sub(blocks[j].seq, nxt) <= e:
+            j += 1
+        self.last_sack = seq
+        if i == j:  # touches nothing: a new block
+            blocks.insert(i, _Block(seq, bytearray(data)))
+            self.ooo_bytes += len(data)
+            return
+        removed = sum(len(b.data) for b in blocks[i:j])
+        first = blocks[i]
+        first_s = seq_sub(first.seq, nxt)
+        if first_s <= s:
+            merged, k = first, i + 1
+            cur = first_s + len(first.data)
+        else:
+            merged, k = _Block(seq, bytearray(data[:first_s - s])), i
+            cur = first_s
+        out = merged.data
+        for b in blocks[k:j]:
+            bs = seq_sub(b.seq, nxt)
+            if cur < bs:
+                out += data[cur - s:bs - s]
+                cur = bs
+            be = bs + len(b.data)
+            if be > cur:
+                out += memoryview(b.data)[cur - bs:]
+                cur = be
+        if cur < e:
+            out += data[cur - s:]
+        blocks[i:j] = [merged]
+        self.ooo_bytes += len(out) - removed
+        self.last_sack = merged.seq
 
     def sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
         """SACK blocks for an ACK (RFC 2018 §4): the most recently changed block first."""
-        blocks = [(s, seq_add(s, len(b))) for s, b in self.ooo]
+        blocks = [(b.seq, seq_add(b.seq, len(b.data))) for b in self.ooo]
         blocks.sort(key=lambda b: b[0] != self.last_sack)
         return tuple(blocks[:limit])
 
