@@ -249,14 +249,7 @@ class TcpTransport(asyncio.Transport):
             # endpoint signals no EVENT_OUT for ACKs, so waiting for "<= low" could hang).
             if self._protocol_paused:
                 self._protocol_paused = False
-                try:
-                    self._protocol.resume_writing()
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._loop.call_exception_handler({
-                        "message": "protocol.resume_writing() failed", "exception": exc,
-                        "transport": self, "protocol": self._protocol})
+                self._flow_call("resume_writing")
 
     def can_write_eof(self) -> bool:
         return True
@@ -291,26 +284,23 @@ class TcpTransport(asyncio.Transport):
         if self._protocol_paused or self.get_write_buffer_size() <= self._high:
             return
         self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed", "exception": exc,
-                "transport": self, "protocol": self._protocol})
+        self._flow_call("pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and self.get_write_buffer_size() <= self._low:
             self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler({
-                    "message": "protocol.resume_writing() failed", "exception": exc,
-                    "transport": self, "protocol": self._protocol})
+            self._flow_call("resume_writing")
+
+    def _flow_call(self, method: str) -> None:
+        """Call ``protocol.pause_writing``/``resume_writing``; errors go to the loop."""
+        try:
+            getattr(self._protocol, method)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": f"protocol.{method}() failed", "exception": exc,
+                "transport": self, "protocol": self._protocol})
 
     # -- closing ---------------------------------------------------------------------------
     def is_closing(self) -> bool:
