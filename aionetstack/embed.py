@@ -30,7 +30,7 @@ from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
 from aionetstack.stack.addr import AddressLike, to_bytes, to_str
 from aionetstack.stack.stack import CoreStack
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
-from aionetstack.transport.tcp import TcpEndpoint, TcpState, install_tcp
+from aionetstack.transport.tcp import TcpEndpoint, TcpState
 
 
 class _PacketLink(Link):
@@ -188,7 +188,6 @@ class Embedded:
         self.clock: Clock = clock or ManualClock()
         rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self.stack = CoreStack(clock=self.clock, rng=rng)
-        install_tcp(self.stack)
         self._link = _PacketLink(mtu, output)
         self.nic = self.stack.add_nic(self._link, list(addresses), name="embed0")
         for r in routes:  # everything not local leaves through the caller
@@ -242,7 +241,7 @@ class Embedded:
         for f in families:
             if not any(a.family == f for a in self.nic.addresses):
                 continue
-            ep = self.stack.tcp.new_endpoint(f)  # type: ignore[attr-defined]
+            ep = self.stack.tcp.new_endpoint(f)
             ep.bind(address, port)
             ep.listen(backlog)
             ep.waiter.register(lambda ev: self._accept_ready(), EVENT_IN)
@@ -250,7 +249,7 @@ class Embedded:
 
     def connect(self, address: AddressLike, port: int) -> Flow:
         dst = to_bytes(address)
-        ep = self.stack.tcp.new_endpoint(4 if len(dst) == 4 else 6)  # type: ignore[attr-defined]
+        ep = self.stack.tcp.new_endpoint(4 if len(dst) == 4 else 6)
         try:
             ep.connect(dst, port)
         except ConnectStarted:

@@ -33,7 +33,7 @@ from aionetstack.stack.addr import to_bytes, to_str
 from aionetstack.stack.nic import NIC
 from aionetstack.stack.stack import CoreStack
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
-from aionetstack.transport.tcp import TcpEndpoint, TcpProtocol, install_tcp
+from aionetstack.transport.tcp import TcpEndpoint
 
 
 class Stack(CoreStack):
@@ -106,10 +106,7 @@ class Stack(CoreStack):
         self.close()
 
     def close(self) -> None:
-        tcp: TcpProtocol | None = getattr(self, "tcp", None)
-        if tcp is not None and not self.closed:
-            tcp.close_all()  # reset every connection: no transport or waiter is left hanging
-        super().close()
+        super().close()  # resets every TCP connection: no transport or waiter is left hanging
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -234,10 +231,8 @@ class Stack(CoreStack):
     # -- TCP -------------------------------------------------------------------------------------
     def tcp_endpoint(self, family: int = 4) -> TcpEndpoint:
         """A new, unbound TCP endpoint (the non-blocking core API)."""
-        tcp: TcpProtocol | None = getattr(self, "tcp", None)
-        if tcp is None:
-            tcp = install_tcp(self)
-        return tcp.new_endpoint(family)
+        ep: TcpEndpoint = self.tcp.new_endpoint(family)
+        return ep
 
     def resolve(self, host: str | None, port: int | str | None,
                 family: int = 0) -> list[tuple[bytes, int]]:

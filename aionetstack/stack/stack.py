@@ -10,7 +10,7 @@ subclasses it and drives it from an event loop; ``embed`` drives it by hand.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aionetstack.clock import Clock, RandomSource
 from aionetstack.errors import (
@@ -46,6 +46,9 @@ from aionetstack.stack.route import Route, RouteEntry, RouteTable
 from aionetstack.stack.stats import Stats
 from aionetstack.stack.timers import Timers
 from aionetstack.wire.ipv6 import link_local_from_mac
+
+if TYPE_CHECKING:
+    from aionetstack.transport.tcp.protocol import TcpProtocol
 
 
 class TransportProtocol(Protocol):
@@ -90,6 +93,9 @@ class CoreStack:
 
         self.udp = UdpProtocol(self)
         self.transports[17] = self.udp
+        from aionetstack.transport.tcp import install_tcp
+
+        self.tcp: TcpProtocol = install_tcp(self)
         self.loopback: NIC | None = None
         if loopback:
             self.loopback = self.add_nic(LoopbackLink(), ["127.0.0.1/8", "::1/128"], name="lo",
@@ -306,6 +312,10 @@ class CoreStack:
         """A new, unbound UDP endpoint (``aionetstack.transport.udp.UdpEndpoint``)."""
         return self.udp.new_endpoint(family)
 
+    def tcp_endpoint(self, family: int = 4) -> Any:
+        """A new, unbound TCP endpoint (``aionetstack.transport.tcp.TcpEndpoint``)."""
+        return self.tcp.new_endpoint(family)
+
     def icmp_echo_endpoint(self, family: int = 4) -> IcmpEchoEndpoint:
         return self.icmp.new_echo_endpoint(family)
 
@@ -325,6 +335,7 @@ class CoreStack:
     def close(self) -> None:
         if self.closed:
             return
+        self.tcp.close_all()
         self.udp.close_all()
         self.icmp.close_all()
         for n in self.nics.values():

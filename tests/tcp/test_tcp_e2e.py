@@ -392,3 +392,39 @@ def test_loopback_connection_on_one_stack(addr: str) -> None:
     srv.close()
     lst.close()
     assert net.run(until=lambda: srv.state is TcpState.CLOSED, timeout=10)
+
+
+def test_bind_and_listen_errors(pair: Pair) -> None:
+    from aionetstack.errors import (
+        AddressNotAvailable,
+        AlreadyBound,
+        InvalidEndpointState,
+        NotConnected,
+        PortInUse,
+    )
+
+    t = pair.tb
+    a = t.new_endpoint()
+    a.bind(None, 80)
+    with pytest.raises(AlreadyBound):
+        a.bind(None, 81)
+    b = t.new_endpoint()
+    with pytest.raises(PortInUse):
+        b.bind(B, 80)
+    with pytest.raises(AddressNotAvailable):
+        b.bind("203.0.113.1", 80)
+    with pytest.raises(NotConnected):
+        b.write(b"x")
+    with pytest.raises(NotConnected):
+        b.read()
+    with pytest.raises(InvalidEndpointState):
+        b.accept()
+    a.listen()
+    with pytest.raises(InvalidEndpointState):
+        a.connect(A, 1)
+    ephemeral = t.new_endpoint()
+    ephemeral.listen()  # listen without bind picks an ephemeral port
+    assert ephemeral.local is not None and 32768 <= ephemeral.local[1] <= 60999
+    for ep in (a, b, ephemeral):
+        ep.close()
+    pair.assert_no_leaks()

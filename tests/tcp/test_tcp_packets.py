@@ -1028,3 +1028,63 @@ def test_pure_ack_after_timeout_uses_the_highest_sequence_sent(wire: Wire) -> No
     a = only(wire.recv())
     assert a.flags == ACK and not a.payload
     assert a.seq == ISS + 1 + 3 * MSS and a.ack == PEER_ISS + 10
+
+
+def test_simultaneous_open_packet_level(wire: Wire) -> None:
+    ep = _connect(wire)
+    syn = only(wire.recv())
+    sport = syn.sport
+    wire.send(sport=80, dport=sport, seq=PEER_ISS, flags=SYN,
+              options=TcpOptions(mss=MSS, wscale=2, sack_permitted=True))
+    sa = only(wire.recv())
+    assert sa.flags == SYN | ACK and sa.seq == ISS and sa.ack == PEER_ISS + 1
+    assert sa.options.wscale == 3 and sa.options.timestamp is None  # the peer sent no TS
+    assert ep.state is TcpState.SYN_RECEIVED
+    # the peer's SYN-ACK crosses ours: its SYN is old news, its ACK completes the handshake
+    wire.send(sport=80, dport=sport, seq=PEER_ISS, ack=ISS + 1, flags=SYN | ACK)
+    assert ep.state is TcpState.ESTABLISHED
+    ep.connect_result()
+    wire.send(sport=80, dport=sport, seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK | PSH,
+              payload=b"hi")
+    assert ep.read() == b"hi"
+
+
+def test_rst_in_simultaneous_syn_received_refuses(wire: Wire) -> None:
+    ep = _connect(wire)
+    syn = only(wire.recv())
+    wire.send(sport=80, dport=syn.sport, seq=PEER_ISS, flags=SYN)
+    only(wire.recv())
+    wire.send(sport=80, dport=syn.sport, seq=PEER_ISS + 1, flags=RST)
+    assert ep.state is TcpState.CLOSED
+    with pytest.raises(ConnectionRefused):
+        ep.connect_result()
+
+
+def test_rst_in_time_wait_ends_it(wire: Wire) -> None:
+    _, ep = passive(wire)
+    ep.shutdown_write()
+    only(wire.recv())
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 2, flags=ACK | FIN)
+    only(wire.recv())
+    assert ep.state is TcpState.TIME_WAIT
+    wire.send(seq=PEER_ISS + 2, flags=RST)
+    assert ep.state is TcpState.CLOSED and wire.tcp.connections == {}
+
+
+def test_callback_shutting_down_mid_segment_is_safe(wire: Wire) -> None:
+    """A reader that half-closes from inside the EVENT_IN notification for a segment that
+    also carries FIN: the FIN must then move FIN-WAIT-1 to CLOSING, not trip the state table."""
+    from aionetstack.stack.waiter import EVENT_IN
+
+    _, ep = passive(wire)
+
+    def on_in(events: int) -> None:
+        if ep.state is TcpState.ESTABLISHED:
+            ep.read()
+            ep.shutdown_write()
+
+    ep.waiter.register(on_in, EVENT_IN)
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK | FIN | PSH, payload=b"last words")
+    assert ep.state is TcpState.CLOSING
+    segs = wire.recv()
+    assert segs[-1].ack == PEER_ISS + 12 and any(s.flags & FIN for s in segs)

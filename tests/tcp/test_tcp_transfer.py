@@ -86,8 +86,21 @@ def test_1mb_clean() -> None:
 
 
 def test_1mb_impaired() -> None:
+    """5% loss, 5% reordering, 2% duplication, 1% corruption, 100 ms RTT; seeded."""
     p = make_pair(seed=7, delay=0.05, loss=0.05, reorder=0.05, duplicate=0.02, corrupt=0.01)
     _transfer(p, 1 << 20, 2)
-    info = p.ta.stack.stats()["tcp"]
-    assert info.get("malformed.bad-checksum", 0) + p.tb.stack.stats()["tcp"].get(
-        "malformed.bad-checksum", 0) >= 0
+    links = [end.stats() for end in p.links]
+    assert sum(s["dropped_loss"] for s in links) > 20
+    assert sum(s["corrupted"] for s in links) > 0 and sum(s["reordered"] for s in links) > 0
+    stats = [p.a.stats(), p.b.stats()]
+    # every corrupted frame was caught by a checksum (IPv4 header or TCP) and dropped
+    caught = sum(s["tcp"].get("malformed.bad-checksum", 0) + s["ipv4"].get(
+        "malformed.bad-checksum", 0) + s["tcp"].get("malformed.bad-option", 0) for s in stats)
+    assert caught > 0
+    assert stats[0]["tcp"]["retransmitted"] > 0
+
+
+def test_1mb_impaired_with_cubic() -> None:
+    p = make_pair(seed=8, delay=0.05, loss=0.02, reorder=0.02, duplicate=0.02)
+    p.ta.congestion_control = p.tb.congestion_control = "cubic"
+    _transfer(p, 1 << 20, 3)

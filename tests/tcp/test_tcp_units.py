@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aionetstack.transport.tcp.congestion import Reno
+from aionetstack.transport.tcp.congestion import Cubic, Reno, make_cc
 from aionetstack.transport.tcp.isn import IsnGenerator
 from aionetstack.transport.tcp.receiver import Receiver
 from aionetstack.transport.tcp.rtt import RttEstimator
@@ -59,7 +60,7 @@ def test_rto_rfc6298() -> None:
 def test_reno_slow_start_avoidance_and_loss() -> None:
     cc = Reno(1000)
     assert cc.cwnd == 10_000
-    cc.on_ack(3000, None)
+    cc.on_ack(3000, None, 0.0)
     assert cc.cwnd == 11_000  # slow start: at most one SMSS per ACK
     cc.on_loss(20_000)
     assert cc.ssthresh == 10_000 and cc.cwnd == 13_000
@@ -70,7 +71,7 @@ def test_reno_slow_start_avoidance_and_loss() -> None:
     cc.on_recovery_exit(5000)
     assert cc.cwnd == 6000
     cc.cwnd = cc.ssthresh
-    cc.on_ack(1000, None)
+    cc.on_ack(1000, None, 0.0)
     assert cc.cwnd == 10_100  # congestion avoidance: SMSS*SMSS/cwnd
     cc.on_rto(8000)
     assert cc.ssthresh == 4000 and cc.cwnd == 1000
@@ -159,3 +160,37 @@ def test_receiver_trims_to_window() -> None:
     r.advertise(syn=True)
     delivered, _ = r.on_data(11, memoryview(b"y" * 150), True)
     assert delivered == 100 and not r.fin_received  # the FIN fell outside the window
+
+
+def test_cubic_window_growth_is_concave_then_convex() -> None:
+    mss = 1000
+    cc = Cubic(mss)
+    cc.cwnd = 100 * mss
+    cc.on_loss(100 * mss)
+    assert cc.ssthresh == 70 * mss and cc.w_max == 100
+    cc.cwnd = cc.ssthresh
+    now, samples = 0.0, []
+    for _ in range(80):  # 80 RTTs of 100 ms, one ACK per segment
+        for _ in range(cc.cwnd // mss):
+            cc.on_ack(mss, 0.1, now)
+        samples.append(cc.cwnd / mss)
+        now += 0.1
+    k = (100 * 0.3 / 0.4) ** (1 / 3)  # ~4.2 s to regain W_max
+    before = [w for i, w in enumerate(samples) if i * 0.1 < k - 1]
+    assert all(w < 100 for w in before)  # concave approach below W_max ...
+    assert samples[-1] > 100  # ... then convex probing beyond it
+    assert all(b >= a for a, b in itertools.pairwise(samples))
+    assert 105 < samples[-1] < 140  # W(8 s) = 100 + 0.4 (8 - 4.2)^3 ~ 122
+    cc.on_rto(10 * mss)
+    assert cc.cwnd == mss and cc.epoch is None
+    with pytest.raises(ValueError):
+        make_cc("vegas", mss)
+
+
+def test_install_tcp_is_idempotent() -> None:
+    from aionetstack.testing import VirtualNetwork
+    from aionetstack.transport.tcp import install_tcp
+
+    s = VirtualNetwork().stack()
+    t = install_tcp(s)
+    assert install_tcp(s) is t and s.transports[6] is t and s.tcp is t  # type: ignore[attr-defined]

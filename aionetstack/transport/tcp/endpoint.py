@@ -65,6 +65,7 @@ from aionetstack.stack.addr import AddressLike, family_of, is_multicast, to_byte
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
+from aionetstack.transport.tcp.congestion import make_cc
 from aionetstack.transport.tcp.listen import ListenQueue
 from aionetstack.transport.tcp.receiver import Receiver
 from aionetstack.transport.tcp.rtt import RttEstimator
@@ -144,6 +145,7 @@ class TcpEndpoint:
         self.rtt = RttEstimator(initial_rto=proto.initial_rto, min_rto=proto.min_rto,
                                 max_rto=proto.max_rto)
         self.snd = Sender(self._emit_data, proto.sndbuf, self.rtt)
+        self.snd.cc = make_cc(proto.congestion_control, self.snd.mss)
         self.rcv = Receiver(proto.rcvbuf, _wscale_for(proto.rcvbuf))
         self.peer_mss = 536
         self.ws_ok = False
@@ -571,11 +573,14 @@ class TcpEndpoint:
             window = 0
             options = None
         else:
+            rexmit = bool(payload or flags & FIN) and seq_lt(seq, self.snd.snd_max)
+            if rexmit:
+                self.proto.stats["retransmitted"] += 1
             if options is None:
                 if self.ts_enabled:
                     tsval = self._tsval(now)
                     options = TcpOptions(timestamp=(tsval, self.ts_recent))
-                    if (payload or flags & FIN) and seq_lt(seq, self.snd.snd_max):
+                    if rexmit:
                         self._rexmit_ts = tsval
                 # SACK blocks only as far as they fit beside the payload within the MTU
                 fit = (route.max_payload - 20 - (12 if self.ts_enabled else 0) - len(payload)
@@ -736,6 +741,7 @@ class TcpEndpoint:
         if snd.retries == 0:
             self._rto_since = now
         snd.retries += 1
+        self.proto.stats["timeouts"] += 1
         ut = self.user_timeout
         if snd.retries > self.proto.data_retries or (
                 ut is not None and now - self._rto_since >= ut):
@@ -866,6 +872,9 @@ class TcpEndpoint:
         if delivered:
             self.proto.stats["bytes-received"] += delivered
             self.waiter.notify(EVENT_IN)
+            if self.state is S.CLOSED:
+                return False  # a waiter callback aborted us
+            st = self.state  # ... or shut down writing
         if out_of_order or (payload and not delivered):
             self._ack_now = True
         elif payload:
@@ -975,6 +984,9 @@ class TcpEndpoint:
                 self._rto_timer.cancel()
             if st in CAN_SEND and snd.space() > 0:
                 self.waiter.notify(EVENT_OUT)
+                if self.state is S.CLOSED:
+                    return  # a waiter callback aborted us
+                st = self.state  # ... or shut down writing
         elif snd.snd_wnd == 0:
             snd.retries = 0  # the peer answers our probes: a closed window is no failure
         if snd.fin_acked():

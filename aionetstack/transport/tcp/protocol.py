@@ -60,6 +60,7 @@ class TcpProtocol:
         self.max_rto = 120.0
         self.initial_rto = 1.0
         self.delack = 0.04
+        self.congestion_control = "reno"  # or "cubic"
         stack.unreachable_listeners.append(self._neighbour_unreachable)
         self.challenge_ack_limit = 1000  # per second, per stack (RFC 5961 §7, like Linux)
         self._challenge_window = (0.0, 0)
@@ -169,7 +170,10 @@ class TcpProtocol:
 
 
 def install_tcp(stack: CoreStack) -> TcpProtocol:
-    """Create the stack's TCP and register it for protocol 6 (``stack.tcp``)."""
+    """Create the stack's TCP and register it for protocol 6 (``stack.tcp``); idempotent."""
+    existing = stack.transports.get(PROTO_TCP)
+    if isinstance(existing, TcpProtocol):
+        return existing
     proto = TcpProtocol(stack)
     stack.transports[PROTO_TCP] = proto
     attr = "tcp"  # CoreStack gains a typed ``tcp`` attribute when the lead wires TCP in

@@ -11,9 +11,12 @@ last advertised, so ``rcv_wnd = rcv_adv - rcv_nxt``.
   rounded *up* to a multiple of the scale so the advertised edge never shrinks by rounding (the
   buffer may overshoot ``capacity`` by less than ``1 << rcv_wscale``).
 * Segments are trimmed to ``[rcv_nxt, rcv_adv)`` (duplicate and overlapping bytes dropped).  Bytes
-  beyond ``rcv_nxt`` wait in an out-of-order list of disjoint ``[seq, data]`` blocks, merged on
-  insert, whose total size is bounded by the window; a hole filling releases every contiguous
-  block.  A FIN beyond a hole is remembered and consumed when the hole fills.
+  beyond ``rcv_nxt`` wait in a sorted list of disjoint, non-adjacent blocks, merged on insert
+  (the first block touched grows in place, so a long run behind one hole costs O(bytes)); their
+  total is bounded by the window.  A hole filling releases every contiguous block.  A FIN beyond
+  a hole is remembered and consumed when the hole fills.
+* ``sack_blocks`` reports the out-of-order blocks for RFC 2018 SACK options, the block holding
+  the most recently received segment first (RFC 2018 §4).
 """
 
 from __future__ import annotations

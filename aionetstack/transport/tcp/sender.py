@@ -268,7 +268,7 @@ class Sender:
             # grow cwnd only while it limits us (RFC 7661 spirit; Linux tcp_is_cwnd_limited)
             if prev_flight + self.mss >= cc.cwnd or (
                     cc.cwnd < cc.ssthresh and 2 * prev_flight >= cc.cwnd):
-                cc.on_ack(acked, rtt)
+                cc.on_ack(acked, rtt, now)
         self.dupacks = 0
         return acked
 
