@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps clean
+.PHONY: demo test lint typecheck unit bench-quick bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,21 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check aionetstack tests $(wildcard examples)
+	$(VENV)/bin/ruff check aionetstack tests fuzz benchmarks $(wildcard examples)
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict aionetstack
+	$(VENV)/bin/mypy --strict aionetstack benchmarks
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test: system-deps $(STAMP) lint typecheck unit
+# benchmark smoke run (< 2 minutes; fails if a case crashes, never on speed)
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick --json /tmp/aionetstack-bench.json
+# the full run (root for the TUN cases): benchmarks/results/latest.json and PNG plots
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m benchmarks
+
+test: system-deps $(STAMP) lint typecheck unit bench-quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

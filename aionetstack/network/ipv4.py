@@ -33,7 +33,9 @@ class IPv4Protocol:
         self.stack = stack
         self.stats = stack.stats_.ipv4
         self._ident = stack.rng.getrandbits(16)
-        self.reassembler = Reassembler(timeout=30.0, max_bytes=4 * 1024 * 1024, ipv6=False)
+        lim = stack.limits
+        self.reassembler = Reassembler(timeout=lim.reassembly_timeout4,
+                                       max_bytes=lim.reassembly_bytes, ipv6=False)
         self._frag_timer = stack.timers.timer(self._expire_fragments)
 
     def next_ident(self) -> int:

@@ -36,7 +36,9 @@ class IPv6Protocol:
     def __init__(self, stack: CoreStack) -> None:
         self.stack = stack
         self.stats = stack.stats_.ipv6
-        self.reassembler = Reassembler(timeout=60.0, max_bytes=4 * 1024 * 1024, ipv6=True)
+        lim = stack.limits
+        self.reassembler = Reassembler(timeout=lim.reassembly_timeout6,
+                                       max_bytes=lim.reassembly_bytes, ipv6=True)
         self._frag_timer = stack.timers.timer(self._expire_fragments)
 
     # -- ingress ---------------------------------------------------------------------------

@@ -74,12 +74,14 @@ class NIC:
                 stack.timers, stack.now, stack.stats_.neighbour,
                 solicit=lambda ip, mac: stack.arp.solicit(self, ip, mac),
                 transmit=self.transmit,
-                on_unreachable=stack.on_neighbour_unreachable)
+                on_unreachable=stack.on_neighbour_unreachable,
+                max_entries=stack.limits.neighbour_entries)
             self.neigh6 = NeighbourCache(
                 stack.timers, stack.now, stack.stats_.neighbour,
                 solicit=lambda ip, mac: stack.ndp.solicit(self, ip, mac),
                 transmit=self.transmit,
-                on_unreachable=stack.on_neighbour_unreachable)
+                on_unreachable=stack.on_neighbour_unreachable,
+                max_entries=stack.limits.neighbour_entries)
 
     def __repr__(self) -> str:
         addrs = ", ".join(str(a) for a in self.addresses)

@@ -40,6 +40,7 @@ from aionetstack.stack.addr import (
     to_bytes,
     to_str,
 )
+from aionetstack.stack.limits import Limits
 from aionetstack.stack.nic import NIC, NicAddress
 from aionetstack.stack.ports import PortManager
 from aionetstack.stack.route import Route, RouteEntry, RouteTable
@@ -65,8 +66,9 @@ class CoreStack:
     def __init__(self, *, clock: Clock, rng: RandomSource, forwarding: bool = False,
                  default_ttl: int = 64, icmp_rate: float = 1000.0, icmp_burst: int = 50,
                  ephemeral_ports: tuple[int, int] = (32768, 60999),
-                 loopback: bool = True) -> None:
+                 loopback: bool = True, limits: Limits | None = None) -> None:
         self._clock = clock
+        self.limits = limits if limits is not None else Limits()
         self.rng = rng
         self.forwarding = forwarding
         self.default_ttl = default_ttl

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from tcp_aio_helpers import B4, Factory, Rec, assert_no_leaks, payload, sha, tcp_pair, wait_until
 
 from aionetstack.stack.waiter import EVENT_OUT
@@ -178,12 +177,6 @@ async def test_write_eof_releases_a_paused_writer() -> None:
         await assert_no_leaks(net.a, net.b)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TCP engine: once shutdown_write() queued the FIN (FIN-WAIT-1 / LAST-ACK), ACKs that free "
-    "send-buffer space notify no waiter (EVENT_OUT is only notified in CAN_SEND states), so a "
-    "user cannot learn that its unacknowledged bytes drained; Linux's tcp_poll keeps reporting "
-    "EPOLLOUT after SEND_SHUTDOWN. The asyncio transport works around it by resuming the "
-    "writer when the FIN is queued."))
 async def test_engine_notifies_acks_after_shutdown_write() -> None:
     async with tcp_pair(delay=0.002) as net:
         server = await net.b.create_server(Factory(lambda: Rec(keep_open=True)), B4, 0)

@@ -6,8 +6,8 @@ User API (non-blocking, gVisor-shaped): ``bind``, ``listen``, ``accept`` (raises
 handshake), ``read`` / ``read_into`` (WouldBlock when empty, ``b""`` / 0 at EOF),
 ``shutdown_write``, ``close`` (graceful; a RST instead when unread data is pending, RFC 9293
 §3.10.4 / RFC 2525 §2.17), ``abort`` (RST), ``readiness``, ``info``.  Options: ``nodelay``,
-``keepalive`` (+ ``keepidle``/``keepintvl``/``keepcnt``), ``user_timeout``,
-``set_buffer_sizes``.
+``keepalive`` (+ ``keepidle``/``keepintvl``/``keepcnt``), ``user_timeout``, ``linger`` (0:
+``close`` resets like ``abort``), ``set_buffer_sizes``.
 
 Segment arrival follows RFC 9293 §3.10.7:
 
@@ -114,11 +114,12 @@ class TcpEndpoint:
     __slots__ = (
         "_ack_bytes", "_ack_now", "_delack_timer", "_ka_probes", "_ka_timer", "_keepalive",
         "_last_rx", "_linger_timer", "_pending_fin", "_rexmit_ts", "_rto_since", "_rto_timer",
-        "_syn_time", "bound_address", "error", "family", "keepcnt", "keepidle", "keepintvl",
-        "last_ack_sent", "listen_queue", "local", "parent", "peer_mss", "proto", "rcv", "remote",
-        "reservation", "reuse_address", "route", "rtt", "sack_ok", "snd", "soft_error", "stack",
-        "state", "ts_enabled", "ts_offset", "ts_recent", "ttl", "user_closed", "user_timeout",
-        "waiter", "ws_ok",
+        "_syn_time", "_zwp_since", "bound_address", "error", "family", "keepcnt", "keepidle",
+        "keepintvl",
+        "last_ack_sent", "linger", "listen_queue", "local", "parent", "peer_mss", "proto", "rcv",
+        "remote", "reservation", "reuse_address", "route", "rtt", "sack_ok", "snd", "soft_error",
+        "stack", "state", "ts_enabled", "ts_offset", "ts_recent", "ttl", "user_closed",
+        "user_timeout", "waiter", "ws_ok",
     )
 
     def __init__(self, proto: TcpProtocol, family: int) -> None:
@@ -141,12 +142,14 @@ class TcpEndpoint:
         self.parent: TcpEndpoint | None = None
         self.user_closed = False
         self.user_timeout: float | None = None
+        self.linger: float | None = None  # SO_LINGER: 0 makes close() an abortive RST
         self.ttl: int | None = None
         self.rtt = RttEstimator(initial_rto=proto.initial_rto, min_rto=proto.min_rto,
                                 max_rto=proto.max_rto)
         self.snd = Sender(self._emit_data, proto.sndbuf, self.rtt)
         self.snd.cc = make_cc(proto.congestion_control, self.snd.mss)
         self.rcv = Receiver(proto.rcvbuf, _wscale_for(proto.rcvbuf))
+        self.rcv.stats = proto.stats
         self.peer_mss = 536
         self.ws_ok = False
         self.sack_ok = False
@@ -159,6 +162,7 @@ class TcpEndpoint:
         self._pending_fin = False
         self._syn_time = 0.0
         self._rto_since = 0.0
+        self._zwp_since: float | None = None  # first zero-window probe of this episode
         self._rexmit_ts: int | None = None  # TSval of our latest retransmission
         timers = self.stack.timers
         self._rto_timer = timers.timer(self._on_rto)
@@ -201,6 +205,21 @@ class TcpEndpoint:
             self._ka_timer.cancel()
         elif self.state in SYNCHRONIZED:
             self._ka_timer.schedule(self._last_rx + self.keepidle)
+
+    @property
+    def congestion_control(self) -> str:
+        """The congestion controller's name ("cubic" by default, "reno", or any name given to
+        ``congestion.register_congestion_control``); settable in any state -- a connection
+        keeps its cwnd and ssthresh and the new controller takes over from there."""
+        return self.snd.cc.name
+
+    @congestion_control.setter
+    def congestion_control(self, name: str) -> None:
+        old = self.snd.cc
+        cc = make_cc(name, self.snd.mss)
+        if self.state in SYNCHRONIZED:
+            cc.cwnd, cc.ssthresh = old.cwnd, old.ssthresh
+        self.snd.cc = cc
 
     def set_buffer_sizes(self, rcvbuf: int | None = None, sndbuf: int | None = None) -> None:
         """Set buffer sizes; the receive buffer (and so the window scale) only before connecting."""
@@ -335,8 +354,11 @@ class TcpEndpoint:
         child.rcv.rcv_wscale = self.rcv.rcv_wscale
         child.snd.capacity = self.snd.capacity
         child.snd.nodelay = self.snd.nodelay
+        if self.snd.cc.name != child.snd.cc.name:
+            child.snd.cc = make_cc(self.snd.cc.name, child.snd.mss)
         child.ttl = self.ttl
         child.user_timeout = self.user_timeout
+        child.linger = self.linger
         child._keepalive = self._keepalive
         child.keepidle, child.keepintvl, child.keepcnt = self.keepidle, self.keepintvl, self.keepcnt
         child.parent = self
@@ -458,8 +480,8 @@ class TcpEndpoint:
             self.user_closed = True
             self._finish()
             return
-        if self.rcv.buffer and st is not S.TIME_WAIT:
-            self.abort()
+        if (self.rcv.buffer or self.linger == 0) and st is not S.TIME_WAIT:
+            self.abort()  # unread data or linger 0: reset (RFC 9293 §3.10.4, Linux SO_LINGER)
             return
         self.user_closed = True
         if st in (S.ESTABLISHED, S.CLOSE_WAIT, S.SYN_RECEIVED):
@@ -642,7 +664,7 @@ class TcpEndpoint:
         rcv = self.rcv
         if self.state not in CAN_RECEIVE:
             return
-        if rcv.rcv_wnd < rcv.capacity // 2 and rcv.window_increase() > 0:
+        if rcv.rcv_wnd < rcv.max_window() // 2 and rcv.window_increase() > 0:
             self._send_ack()
 
     # -- state changes ----------------------------------------------------------------------------
@@ -740,11 +762,16 @@ class TcpEndpoint:
             return
         if snd.retries == 0:
             self._rto_since = now
+        if zero and self._zwp_since is None:
+            self._zwp_since = now
         snd.retries += 1
         self.proto.stats["timeouts"] += 1
         ut = self.user_timeout
-        if snd.retries > self.proto.data_retries or (
-                ut is not None and now - self._rto_since >= ut):
+        # the user timeout also bounds a window held at zero by a peer that answers every
+        # probe (answered probes reset ``retries``), as Linux's TCP_USER_TIMEOUT does
+        if snd.retries > self.proto.data_retries or (ut is not None and (
+                now - self._rto_since >= ut
+                or (zero and self._zwp_since is not None and now - self._zwp_since >= ut))):
             self._fail(self.soft_error or TimedOut("connection timed out"))
             return
         self.rtt.on_expiry()
@@ -841,6 +868,7 @@ class TcpEndpoint:
         if not flags & SYN:
             return
         self.rcv.start(h.seq)
+        self.last_ack_sent = h.seq  # nothing of the peer's acknowledged yet
         self._negotiate(h.options)
         if flags & ACK:
             snd.snd_una = h.ack
@@ -852,8 +880,9 @@ class TcpEndpoint:
             if (h.payload or flags & FIN) and not self._text(
                     seq_add(h.seq, 1), h.payload, bool(flags & FIN), now):
                 return
-            if not self._output(now) or self._ack_now:
-                self._send_ack()
+            self._output(now)
+            if self._ack_now or self.last_ack_sent != self.rcv.rcv_nxt:
+                self._send_ack()  # unless data (or a FIN queued in SYN-SENT) carried the ACK
         else:
             snd.snd_wnd = snd.max_snd_wnd = h.window
             snd.snd_wl1, snd.snd_wl2 = h.seq, snd.iss
@@ -975,6 +1004,8 @@ class TcpEndpoint:
             if d < 0x80000000:
                 ts_rtt = d / 1000.0
         changed = snd.update_window(seq, ack, h.window)
+        if snd.snd_wnd:
+            self._zwp_since = None
         dup = not payload and not flags & FIN and not changed
         acked = snd.on_ack(ack, now, ts_rtt, dup, h.options.sack_blocks)
         if acked:
@@ -982,7 +1013,9 @@ class TcpEndpoint:
                 self._rto_timer.schedule(now + self.rtt.timeout())
             else:
                 self._rto_timer.cancel()
-            if st in CAN_SEND and snd.space() > 0:
+            if (st in CAN_SEND or snd.fin_queued) and snd.space() > 0:
+                # after shutdown_write() too: a caller waiting for the send buffer to drain
+                # learns of each ACK (Linux keeps the socket writable after SEND_SHUTDOWN)
                 self.waiter.notify(EVENT_OUT)
                 if self.state is S.CLOSED:
                     return  # a waiter callback aborted us

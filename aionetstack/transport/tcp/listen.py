@@ -14,6 +14,10 @@ A listening endpoint answers segments for which no connection exists yet:
 ``backlog`` bounds each queue.  A SYN arriving with a full accept queue is dropped (the peer
 retries it later); with a full SYN queue it is answered statelessly with a SYN cookie
 (RFC 4987 §3.6) when ``TcpProtocol.syncookies`` is on (the default, as on Linux), else dropped.
+``stack.limits`` bounds all listeners together: past ``max_half_open`` SYN-RECEIVED children a
+SYN is treated as if its SYN queue were full, and past ``max_connections`` entries in the
+connection table a SYN (or a valid SYN-cookie ACK) is refused with a RST
+(``dropped.connection-limit``) while established connections carry on.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from aionetstack.wire.tcp import ACK, RST, SYN, TcpHeader, TcpOptions, pack_tcp
 
 if TYPE_CHECKING:
     from aionetstack.transport.tcp.endpoint import TcpEndpoint
+    from aionetstack.transport.tcp.protocol import TcpProtocol
 
 
 class ListenQueue:
@@ -78,6 +83,10 @@ def listen_input(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader) -> None:
             mss = proto.cookies.check((h.ack - 1) & MASK, pkt.dst, h.dport, pkt.src, h.sport,
                                       irs, now)
             if mss is not None:
+                if len(proto.connections) >= proto.stack.limits.max_connections:
+                    proto.stats.drop("connection-limit")  # stack.limits: refuse with a RST
+                    proto.send_reset(pkt, h)
+                    return
                 proto.stats["syncookies-accepted"] += 1
                 listener.spawn_child(pkt, h, cookie=((h.ack - 1) & MASK, mss))
                 return
@@ -89,16 +98,30 @@ def listen_input(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader) -> None:
     if q.accept_full():
         proto.stats.drop("listen-overflow")
         return
-    if q.syn_full():
+    limits = proto.stack.limits
+    if len(proto.connections) >= limits.max_connections:
+        proto.stats.drop("connection-limit")  # stack.limits: refuse with a RST
+        proto.send_reset(pkt, h)
+        return
+    half_full = q.syn_full()
+    if not half_full and len(proto.connections) >= limits.max_half_open:  # cheap pre-check
+        half_full = half_open(proto) >= limits.max_half_open
+    if half_full:
         if proto.syncookies:
             q.last_overflow = now
             send_cookie(listener, pkt, h, now)
         else:
-            proto.stats.drop("syn-queue-overflow")
+            proto.stats.drop("syn-queue-overflow" if q.syn_full() else "half-open-limit")
         return
     child = listener.spawn_child(pkt, h)
     if child is not None:
         q.syn_queue.append(child)
+
+
+def half_open(proto: TcpProtocol) -> int:
+    """SYN-RECEIVED children over every listener (``Limits.max_half_open``)."""
+    return sum(len(lst.listen_queue.syn_queue) for lst in proto.listeners.values()
+               if lst.listen_queue is not None)
 
 
 def send_cookie(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader, now: float) -> None:

@@ -3,11 +3,13 @@
 ``TcpProtocol`` is what the network layer hands TCP segments to (``stack.transports[6]``):
 
 1. parse (``wire.tcp.parse_tcp``), verify the checksum unless the NIC is trusted, drop
-   non-unicast destinations and port 0;
+   non-unicast destinations, port 0 and SYN+FIN / SYN+RST (never valid: ``dropped.bad-flags``;
+   a segment with none of SYN/ACK/RST is ``bad-flags`` too when it reaches a connection or a
+   listener, while a closed port answers it with a reset as step 4 says);
 2. look up the connection by its 4-tuple ``(local addr, local port, remote addr, remote port)``;
 3. else a listener bound to the exact local address, then one bound to the wildcard (a SYN
-   with a sequence number beyond a TIME-WAIT connection's ends that TIME-WAIT and goes to the
-   listener, RFC 1122 §4.2.2.13);
+   with a sequence number, or a timestamp, beyond a TIME-WAIT connection's ends that TIME-WAIT
+   and goes to the listener, RFC 1122 §4.2.2.13, RFC 6191);
 4. else answer with a reset (RFC 9293 §3.10.7.1): never for a RST; for a segment with ACK
    ``<SEQ=SEG.ACK><CTL=RST>``; otherwise ``<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>``.
 
@@ -27,8 +29,8 @@ from aionetstack.transport.tcp.listen import listen_input
 from aionetstack.transport.tcp.state import TcpState
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.errors import MalformedPacket
-from aionetstack.wire.seqnum import seq_add, seq_gt
-from aionetstack.wire.tcp import ACK, RST, SYN, TcpHeader, pack_tcp, parse_tcp, tcp_checksum_ok
+from aionetstack.wire.seqnum import seq_add, seq_gt, seq_lt
+from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader, pack_tcp, parse_tcp, tcp_checksum_ok
 
 if TYPE_CHECKING:
     from aionetstack.stack.stack import CoreStack
@@ -60,7 +62,7 @@ class TcpProtocol:
         self.max_rto = 120.0
         self.initial_rto = 1.0
         self.delack = 0.04
-        self.congestion_control = "reno"  # or "cubic"
+        self.congestion_control = "cubic"  # RFC 9438; "reno" or any registered name
         stack.unreachable_listeners.append(self._neighbour_unreachable)
         self.challenge_ack_limit = 1000  # per second, per stack (RFC 5961 §7, like Linux)
         self._challenge_window = (0.0, 0)
@@ -108,17 +110,29 @@ class TcpProtocol:
         if h.sport == 0 or h.dport == 0:
             st.drop("port-zero")
             return
+        f = h.flags
+        if f & SYN and f & (FIN | RST):
+            st.drop("bad-flags")  # never valid in any state: a scan or an attack, not a peer
+            return
+        # none of SYN/ACK/RST: never valid for a connection or a listener (RFC 9293 §3.10.7.2,
+        # §3.10.7.4 "if the ACK bit is off, drop"); a closed port still answers with a reset
+        no_control = not f & (SYN | ACK | RST)
         ep = self.connections.get((pkt.dst, h.dport, pkt.src, h.sport))
         if ep is not None:
+            if no_control:
+                st.drop("bad-flags")
+                return
             if not (ep.state is TcpState.TIME_WAIT and h.flags & (SYN | ACK | RST) == SYN
-                    and seq_gt(h.seq, ep.rcv.rcv_nxt)):
+                    and _reopens_time_wait(ep, h)):
                 ep.segment_arrived(h)
                 return
-            # RFC 1122 §4.2.2.13: a new SYN beyond the old connection ends its TIME-WAIT
             ep.recycle()
         lst = self.listeners.get((pkt.dst, h.dport, pkt.family)) or self.listeners.get(
             (None, h.dport, pkt.family))
         if lst is not None and lst.state is TcpState.LISTEN:
+            if no_control:
+                st.drop("bad-flags")
+                return
             listen_input(lst, pkt, h)
             return
         st.drop("no-endpoint")
@@ -167,6 +181,17 @@ class TcpProtocol:
     def close_all(self) -> None:
         for ep in list(self.endpoints):
             ep.abort()
+
+
+def _reopens_time_wait(ep: TcpEndpoint, h: TcpHeader) -> bool:
+    """May this SYN end TIME-WAIT and start a new incarnation of the 4-tuple?  Its sequence
+    number is beyond the old connection's (RFC 1122 §4.2.2.13), or, when the old connection used
+    timestamps, its TSval is newer (RFC 6191); a SYN whose TSval is older fails PAWS (Linux
+    ``tcp_timewait_state_process``)."""
+    ts = h.options.timestamp if ep.ts_enabled else None
+    if ts is not None and seq_lt(ts[0], ep.ts_recent):
+        return False
+    return seq_gt(h.seq, ep.rcv.rcv_nxt) or (ts is not None and seq_gt(ts[0], ep.ts_recent))
 
 
 def install_tcp(stack: CoreStack) -> TcpProtocol:

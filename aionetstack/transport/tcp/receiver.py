@@ -13,30 +13,41 @@ last advertised, so ``rcv_wnd = rcv_adv - rcv_nxt``.
 * Segments are trimmed to ``[rcv_nxt, rcv_adv)`` (duplicate and overlapping bytes dropped).  Bytes
   beyond ``rcv_nxt`` wait in a sorted list of disjoint, non-adjacent blocks, merged on insert
   (the first block touched grows in place, so a long run behind one hole costs O(bytes)); their
-  total is bounded by the window.  A hole filling releases every contiguous block.  A FIN beyond
-  a hole is remembered and consumed when the hole fills.
+  total is bounded by the window, their number by ``max(64, capacity // 1024)`` (a segment that
+  would open one more block is dropped: ``dropped.ooo-block-limit``).  A hole filling releases
+  every contiguous block.  A FIN beyond a hole is remembered and consumed when the hole fills.
 * ``sack_blocks`` reports the out-of-order blocks for RFC 2018 SACK options, the block holding
-  the most recently received segment first (RFC 2018 §4).
+  the most recently received segment first, the rest most recently changed first (RFC 2018 §4).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from typing import Final
+
+from aionetstack.stack.stats import Counters
 from aionetstack.wire.seqnum import seq_add, seq_le, seq_lt, seq_sub
+
+#: Out-of-order blocks kept per connection: ``max(MIN_OOO_BLOCKS, capacity // 1024)`` (256 for
+#: the default 256 KiB buffer -- a full window of 1460-byte segments has at most 180 holes).
+MIN_OOO_BLOCKS: Final = 64
 
 
 class _Block:
     """A run of out-of-order bytes starting at sequence number ``seq``."""
 
-    __slots__ = ("data", "seq")
+    __slots__ = ("data", "seq", "stamp")
 
-    def __init__(self, seq: int, data: bytearray) -> None:
+    def __init__(self, seq: int, data: bytearray, stamp: int) -> None:
         self.seq = seq
         self.data = data
+        self.stamp = stamp  # when a segment last landed in this block (for SACK order)
 
 
 class Receiver:
     __slots__ = ("buffer", "bytes_received", "capacity", "fin_received", "fin_seq", "irs",
-                 "last_sack", "mss", "ooo", "ooo_bytes", "rcv_adv", "rcv_nxt", "rcv_wscale")
+                 "last_sack", "mss", "ooo", "ooo_bytes", "ooo_dropped", "rcv_adv", "rcv_nxt",
+                 "rcv_wscale", "stats")
 
     def __init__(self, capacity: int, rcv_wscale: int) -> None:
         self.capacity = capacity
@@ -48,10 +59,12 @@ class Receiver:
         self.buffer = bytearray()
         self.ooo: list[_Block] = []  # disjoint, not adjacent, sorted by sequence number
         self.ooo_bytes = 0
+        self.ooo_dropped = 0  # segments refused by the out-of-order block limit
+        self.stats: Counters | None = None  # the stack's TCP counters, for that limit
         self.fin_seq: int | None = None  # a FIN seen but not yet in order
         self.fin_received = False
         self.bytes_received = 0
-        self.last_sack = 0  # start of the block that took the latest out-of-order segment
+        self.last_sack = 0  # counts out-of-order segments: the stamp of the latest block
 
     def start(self, irs: int) -> None:
         self.irs = irs
@@ -66,9 +79,13 @@ class Receiver:
     def _free(self) -> int:
         return max(self.capacity - len(self.buffer), 0)
 
+    def max_window(self) -> int:
+        """The largest window that can be offered: the buffer, or what the field can carry."""
+        return min(self.capacity, 0xFFFF << self.rcv_wscale)
+
     def window_increase(self) -> int:
         """How far the right edge would move if a window were advertised now (SWS-filtered)."""
-        right = seq_add(self.rcv_nxt, self._free())
+        right = seq_add(self.rcv_nxt, min(self._free(), 0xFFFF << self.rcv_wscale))
         grow = seq_sub(right, self.rcv_adv)
         if grow < min(self.capacity // 2, self.mss):
             return 0
@@ -163,15 +180,23 @@ class Receiver:
         s = seq_sub(seq, nxt)
         e = s + len(data)
         n = len(blocks)
+        if n >= max(MIN_OOO_BLOCKS, self.capacity // 1024) and not self._touches(s, e):
+            # A peer sending tiny segments with gaps between them would make a block per byte:
+            # ~150 bytes of bookkeeping per byte of data and O(n) work per segment.  Refuse new
+            # blocks past the limit (in O(log n)); a real sender retransmits.
+            self.ooo_dropped += 1
+            if self.stats is not None:
+                self.stats.drop("ooo-block-limit")
+            return
         i = 0
         while i < n and seq_sub(blocks[i].seq, nxt) + len(blocks[i].data) < s:
             i += 1
         j = i
         while j < n and seq_sub(blocks[j].seq, nxt) <= e:
             j += 1
-        self.last_sack = seq
+        self.last_sack += 1
         if i == j:  # touches nothing: a new block
-            blocks.insert(i, _Block(seq, bytearray(data)))
+            blocks.insert(i, _Block(seq, bytearray(data), self.last_sack))
             self.ooo_bytes += len(data)
             return
         removed = sum(len(b.data) for b in blocks[i:j])
@@ -181,7 +206,7 @@ class Receiver:
             merged, k = first, i + 1
             cur = first_s + len(first.data)
         else:
-            merged, k = _Block(seq, bytearray(data[:first_s - s])), i
+            merged, k = _Block(seq, bytearray(data[:first_s - s]), 0), i
             cur = first_s
         out = merged.data
         for b in blocks[k:j]:
@@ -197,13 +222,23 @@ class Receiver:
             out += data[cur - s:]
         blocks[i:j] = [merged]
         self.ooo_bytes += len(out) - removed
-        self.last_sack = merged.seq
+        merged.stamp = self.last_sack
+
+    def _touches(self, s: int, e: int) -> bool:
+        """Whether ``[s, e]`` (offsets from RCV.NXT) overlaps or abuts a stored block."""
+        nxt = self.rcv_nxt
+        blocks = self.ooo
+        k = bisect_right(blocks, s, key=lambda b: seq_sub(b.seq, nxt))
+        if k and seq_sub(blocks[k - 1].seq, nxt) + len(blocks[k - 1].data) >= s:
+            return True
+        return k < len(blocks) and seq_sub(blocks[k].seq, nxt) <= e
 
     def sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
-        """SACK blocks for an ACK (RFC 2018 §4): the most recently changed block first."""
-        blocks = [(b.seq, seq_add(b.seq, len(b.data))) for b in self.ooo]
-        blocks.sort(key=lambda b: b[0] != self.last_sack)
-        return tuple(blocks[:limit])
+        """SACK blocks for an ACK (RFC 2018 §4): the block holding the latest segment first,
+        then the others from the most recently changed (so the sender sees each block repeated
+        in several ACKs)."""
+        recent = sorted(self.ooo, key=lambda b: -b.stamp)[:limit]
+        return tuple((b.seq, seq_add(b.seq, len(b.data))) for b in recent)
 
     def read(self, n: int) -> bytes:
         buf = self.buffer

@@ -1,0 +1,206 @@
+"""In-memory cases: two stacks on a ``link.pipe`` vs asyncio kernel streams over 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import tracemalloc
+from typing import Any
+
+from benchmarks.common import (
+    Ctx,
+    Numbers,
+    Params,
+    Row,
+    case,
+    measure,
+    percentile,
+    raise_nofile,
+    rss_bytes,
+    run_measure,
+)
+from benchmarks.workloads import (
+    KernelLoopback,
+    StackPipe,
+    bulk,
+    conn_rate,
+    echo_handler,
+    echo_rtt,
+    open_net,
+)
+
+MB = 1e6
+KERNEL = "asyncio streams, kernel 127.0.0.1"
+
+
+# -- measurements (each runs in its own interpreter) ---------------------------------------------
+@measure("mem.bulk")
+async def _bulk(p: Params) -> Numbers:
+    async with open_net(p["kind"], p.get("mtu", 1500)) as net:
+        bps = await bulk(net, p["nbytes"], p["budget"], p.get("flows", 1))
+    return {"MBps": bps / MB}
+
+
+@measure("mem.connrate")
+async def _connrate(p: Params) -> Numbers:
+    async with open_net(p["kind"]) as net:
+        rate = await conn_rate(net, p["count"], p["budget"])
+    return {"per_s": rate}
+
+
+@measure("mem.rtt")
+async def _rtt(p: Params) -> Numbers:
+    async with open_net(p["kind"]) as net:
+        rtts = await echo_rtt(net, p["count"], p.get("size", 64))
+    return {"p50_us": percentile(rtts, 50) * 1e6, "p99_us": percentile(rtts, 99) * 1e6}
+
+
+@measure("mem.conns")
+async def _conns(p: Params) -> Numbers:
+    """N established connections (both ends in this process); heap or RSS per endpoint."""
+    n = int(p["n"])
+    trace = bool(p["trace"])
+    note = ""
+    if p["kind"] == "kernel":
+        limit = raise_nofile(2 * n + 200)
+        if limit < 2 * n + 200:
+            n = (limit - 200) // 2
+            note = f"N reduced to {n} by RLIMIT_NOFILE={limit}"
+    net: KernelLoopback | StackPipe = KernelLoopback() if p["kind"] == "kernel" else StackPipe()
+    accepted = 0
+    all_in = asyncio.Event()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        if accepted >= n:
+            all_in.set()
+        await echo_handler(r, w)
+
+    host, port = await net.serve(handler, backlog=1024)
+    gc.collect()
+    if trace:
+        tracemalloc.start()
+        base_heap = tracemalloc.get_traced_memory()[0]
+    base_rss = rss_bytes()
+    conns: list[Any] = []
+    batch = 256
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        conns.extend(await asyncio.gather(
+            *(net.connect(host, port) for _ in range(min(batch, n - i)))))
+    await asyncio.wait_for(all_in.wait(), 120)
+    t_open = time.perf_counter() - t0
+    await asyncio.sleep(0.05)  # let the last handshakes and handler tasks settle
+    gc.collect()
+    out: Numbers = {"n": n, "open_s": t_open, "note": note}
+    if trace:
+        out["heap_per_endpoint"] = (tracemalloc.get_traced_memory()[0] - base_heap) / (2 * n)
+        tracemalloc.stop()
+    else:
+        out["rss_per_endpoint"] = (rss_bytes() - base_rss) / (2 * n)
+        t1 = time.perf_counter()
+        for _, w in conns:
+            w.write(b"e")
+
+        async def one(r: asyncio.StreamReader) -> None:
+            await r.readexactly(1)
+
+        await asyncio.wait_for(asyncio.gather(*(one(r) for r, _ in conns)), 120)
+        out["echo_round_s"] = time.perf_counter() - t1
+    for _, w in conns:
+        w.close()
+    await asyncio.sleep(0.1)
+    await net.close()
+    return out
+
+
+# -- cases ---------------------------------------------------------------------------------------
+def _alternate(ctx: Ctx, name: str, **params: Any) -> tuple[list[Numbers], list[Numbers]]:
+    """``ctx.runs`` runs of measurement ``name`` for the stack and the kernel, interleaved."""
+    stack: list[Numbers] = []
+    kernel: list[Numbers] = []
+    for _ in range(ctx.runs):
+        stack.append(run_measure(name, kind="stack", **params))
+        kernel.append(run_measure(name, kind="kernel", **params))
+    return stack, kernel
+
+
+@case("bulk_mem")
+def bulk_mem(ctx: Ctx) -> list[Row]:
+    """Single-flow bulk throughput, two stacks on an in-memory pipe (MTU 1500 and 65535)."""
+    budget = ctx.pick(0.5, 2.0)
+    rows = []
+    for mtu in (1500, 65535):
+        params = {"mtu": mtu, "nbytes": 1 << 31, "budget": budget}
+        st, ke = _alternate(ctx, "mem.bulk", **params)
+        rows.append(Row("bulk_mem", f"bulk 1 flow, pipe MTU {mtu}", "MB/s", "higher", params,
+                        [r["MBps"] for r in st], [r["MBps"] for r in ke], KERNEL))
+    return rows
+
+
+@case("flows_mem")
+def flows_mem(ctx: Ctx) -> list[Row]:
+    """Aggregate throughput with 1, 10, 100 (and 1,000 in full mode) concurrent flows."""
+    budget = ctx.pick(0.5, 2.0)
+    rows = []
+    for flows in ctx.pick((1, 10, 100), (1, 10, 100, 1000)):
+        params = {"mtu": 1500, "nbytes": 1 << 31, "budget": budget, "flows": flows}
+        st, ke = _alternate(ctx, "mem.bulk", **params)
+        label = f"{flows} flow{'s' if flows > 1 else ''}"
+        rows.append(Row("flows_mem", f"aggregate, {label}, pipe MTU 1500", "MB/s",
+                        "higher", params, [r["MBps"] for r in st], [r["MBps"] for r in ke],
+                        KERNEL))
+    return rows
+
+
+@case("connrate_mem")
+def connrate_mem(ctx: Ctx) -> list[Row]:
+    """Connection rate (connect, 1-byte echo, close; sequential) in memory."""
+    params = {"count": ctx.pick(300, 3000), "budget": ctx.pick(0.5, 2.0)}
+    st, ke = _alternate(ctx, "mem.connrate", **params)
+    return [Row("connrate_mem", "connect+echo+close, pipe", "conn/s", "higher", params,
+                [r["per_s"] for r in st], [r["per_s"] for r in ke], KERNEL)]
+
+
+@case("rtt_mem")
+def rtt_mem(ctx: Ctx) -> list[Row]:
+    """64-byte echo round trip p50/p99 on one connection, in memory."""
+    params = {"count": ctx.pick(500, 5000), "size": 64}
+    st, ke = _alternate(ctx, "mem.rtt", **params)
+    return [Row("rtt_mem", f"echo RTT {q}, 64 B, pipe", "us", "lower", params,
+                [r[f"{q}_us"] for r in st], [r[f"{q}_us"] for r in ke], KERNEL)
+            for q in ("p50", "p99")]
+
+
+@case("conns_mem")
+def conns_mem(ctx: Ctx) -> list[Row]:
+    """N concurrent established connections: heap and RSS per endpoint, open time, echo round."""
+    n = ctx.pick(1000, 10000)
+    runs = 1 if ctx.quick else min(ctx.runs, 2)
+    sizes: dict[str, tuple[list[Numbers], list[Numbers]]] = {"rss": ([], []), "heap": ([], [])}
+    for _ in range(runs):
+        for trace, key in ((False, "rss"), (True, "heap")):
+            sizes[key][0].append(run_measure("mem.conns", kind="stack", n=n, trace=trace))
+            sizes[key][1].append(run_measure("mem.conns", kind="kernel", n=n, trace=trace))
+    rss_st, rss_ke = sizes["rss"]
+    heap_st, heap_ke = sizes["heap"]
+    kn = rss_ke[0]["n"]
+    note = rss_ke[0].get("note", "")
+    params = {"n": n, "kernel_n": kn}
+
+    def rows(st: list[Numbers], ke: list[Numbers], key: str, figure: str, unit: str,
+             scale: float = 1.0) -> Row:
+        return Row("conns_mem", figure, unit, "lower", params,
+                   [r[key] * scale for r in st], [r[key] * scale for r in ke], KERNEL,
+                   note=note)
+
+    return [
+        rows(heap_st, heap_ke, "heap_per_endpoint", f"heap per endpoint, {n} conns "
+             "(tracemalloc)", "KiB", 1 / 1024),
+        rows(rss_st, rss_ke, "rss_per_endpoint", f"RSS per endpoint, {n} conns", "KiB",
+             1 / 1024),
+        rows(rss_st, rss_ke, "open_s", f"time to open {n} conns", "s"),
+        rows(rss_st, rss_ke, "echo_round_s", f"1-byte echo across {n} conns", "s"),
+    ]

@@ -1,0 +1,253 @@
+"""TUN cases: the stack against the kernel over a TUN device in a namespace the benchmark creates.
+
+Layout (addresses are from the 198.18.0.0/15 benchmarking range):
+
+* stack cases: namespace ``ns`` holds the TUN device with the kernel's address ``198.18.0.1``;
+  the stack (this process) owns ``198.18.0.2`` on the other side of the device.  The kernel end
+  of every transfer is a ``benchmarks._kpeer`` process (blocking sockets) inside ``ns``.
+* kernel baseline: two namespaces joined by a veth pair (MTU 1500), ``198.19.0.1`` <->
+  ``198.19.0.2``, with the same ``_kpeer`` peers, or this process's asyncio client moved into the
+  first namespace for the connection-rate and echo cases.  For the bulk rows without offloads the
+  veth's TSO, GSO and GRO are turned off; with offloads it keeps the kernel's defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+from benchmarks.common import Ctx, Numbers, Params, Row, case, measure, percentile, run_measure
+from benchmarks.netns import Peer, enter, namespaces, no_offloads, require_netns, veth
+from benchmarks.workloads import KernelLoopback, Sink, conn_rate, echo_rtt, send_for
+
+KERNEL, STACK = "198.18.0.1", "198.18.0.2"
+VETH_A, VETH_B = "198.19.0.1", "198.19.0.2"
+MB = 1e6
+VETH = "kernel↔kernel over veth (MTU 1500), two namespaces"
+
+
+class _StackClient:
+    """A ``Net`` whose connections go out of ``stack``; servers live in the kernel."""
+
+    def __init__(self, stack: Any) -> None:
+        self.stack = stack
+
+    async def serve(self, handler: Any, *, backlog: int = 100) -> tuple[str, int]:
+        raise NotImplementedError
+
+    async def connect(self, host: str, port: int) -> Any:
+        return await self.stack.open_connection(host, port, limit=1 << 18)
+
+
+@contextlib.asynccontextmanager
+async def _tun_stack(ns: str, offload: bool = False) -> Any:
+    from aionetstack import Stack
+    from aionetstack.link.tun import Tun
+
+    dev = Tun.create("ansb0", peer_address=f"{KERNEL}/24", netns=ns, mtu=1500, offload=offload)
+    async with Stack() as stack:
+        stack.add_nic(dev, [f"{STACK}/24"])
+        yield stack
+
+
+# -- measurements --------------------------------------------------------------------------------
+@measure("tun.bulk")
+async def _bulk(p: Params) -> Numbers:
+    require_netns()
+    budget = float(p["budget"])
+    with namespaces(1) as (ns,):
+        async with _tun_stack(ns, bool(p["offload"])) as stack:
+            if p["direction"] == "k2s":
+                sink = Sink()
+                srv = await stack.start_server(sink, STACK, 5001, limit=1 << 18)
+                peer = await Peer.start(ns, "source", STACK, "5001", str(budget),
+                                        wait_ready=False)
+                try:
+                    await asyncio.wait_for(sink.done.wait(), budget * 4 + 30)
+                    await peer.result()
+                finally:
+                    await peer.stop()
+                srv.close()
+                got, start, end = sink.results[0]
+                return {"MBps": got / (end - start) / MB}
+            peer = await Peer.start(ns, "sink", KERNEL, "5001")
+            try:
+                _, w = await stack.open_connection(KERNEL, 5001)
+                await send_for(w, 1 << 40, budget)
+                res = await peer.result(budget * 4 + 30)
+            finally:
+                await peer.stop()
+            return {"MBps": res["bytes"] / res["secs"] / MB}
+
+
+@measure("tun.kbulk")
+async def _kbulk(p: Params) -> Numbers:
+    require_netns()
+    with namespaces(2) as (na, nb):
+        veth(na, f"{VETH_A}/24", nb, f"{VETH_B}/24")
+        if not p["offload"]:
+            no_offloads(na, "bva")
+            no_offloads(nb, "bvb")
+        sink = await Peer.start(nb, "sink", VETH_B, "5001")
+        src = await Peer.start(na, "source", VETH_B, "5001", str(p["budget"]), wait_ready=False)
+        try:
+            res = await sink.result()
+            await src.result()
+        finally:
+            await sink.stop()
+            await src.stop()
+    return {"MBps": res["bytes"] / res["secs"] / MB}
+
+
+async def _with_echo(p: Params, job: str) -> Numbers:
+    """Run ``job`` (connrate or rtt) against a kernel echo peer: over TUN from the stack, or
+    kernel-to-kernel over veth with this process moved into the client namespace."""
+    require_netns()
+    if p["kind"] == "stack":
+        with namespaces(1) as (ns,):
+            async with _tun_stack(ns) as stack:
+                peer = await Peer.start(ns, "echo", KERNEL, "7007")
+                try:
+                    return await _job(_StackClient(stack), job, p, KERNEL)
+                finally:
+                    await peer.stop()
+    with namespaces(2) as (na, nb):
+        veth(na, f"{VETH_A}/24", nb, f"{VETH_B}/24")
+        peer = await Peer.start(nb, "echo", VETH_B, "7007")
+        try:
+            enter(na)
+            return await _job(KernelLoopback(), job, p, VETH_B)
+        finally:
+            await peer.stop()
+
+
+async def _job(net: Any, job: str, p: Params, host: str) -> Numbers:
+    if job == "connrate":
+        return {"per_s": await conn_rate(net, p["count"], p["budget"], host, 7007)}
+    rtts = await echo_rtt(net, p["count"], 64, host, 7007)
+    return {"p50_us": percentile(rtts, 50) * 1e6, "p99_us": percentile(rtts, 99) * 1e6}
+
+
+@measure("tun.connrate")
+async def _connrate(p: Params) -> Numbers:
+    return await _with_echo(p, "connrate")
+
+
+@measure("tun.rtt")
+async def _rtt(p: Params) -> Numbers:
+    return await _with_echo(p, "rtt")
+
+
+async def _kernel_ping(ns: str, dst: str, count: int) -> list[float]:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns, "ping", "-n", "-c", str(count), "-i", "0.002", "-W", "1",
+        dst, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode(errors="replace")
+    rtts = [float(m) / 1e3 for m in re.findall(r"time=([\d.]+) ms", text)]
+    if not rtts:
+        raise RuntimeError(f"ping {dst} in {ns} got no replies:\n{text[-500:]}")
+    return rtts
+
+
+def _pct(rtts: list[float], prefix: str) -> Numbers:
+    return {f"{prefix}_p50_us": percentile(rtts, 50) * 1e6,
+            f"{prefix}_p99_us": percentile(rtts, 99) * 1e6}
+
+
+@measure("tun.ping")
+async def _ping(p: Params) -> Numbers:
+    require_netns()
+    count = int(p["count"])
+    if p["kind"] == "stack":
+        with namespaces(1) as (ns,):
+            async with _tun_stack(ns) as stack:
+                await stack.ping(KERNEL, timeout=2)  # warm-up
+                out: list[float] = []
+                for _ in range(count):
+                    out.append(await stack.ping(KERNEL, timeout=2))
+                    await asyncio.sleep(0.001)
+                k2s = await _kernel_ping(ns, STACK, count)
+        return {**_pct(out, "s2k"), **_pct(k2s, "k2s")}
+    with namespaces(2) as (na, nb):
+        veth(na, f"{VETH_A}/24", nb, f"{VETH_B}/24")
+        rtts = await _kernel_ping(na, VETH_B, count)
+    return _pct(rtts, "veth")
+
+
+# -- cases ---------------------------------------------------------------------------------------
+@case("tun_bulk")
+def tun_bulk(ctx: Ctx) -> list[Row]:
+    """Bulk throughput over TUN (MTU 1500), kernel→stack and stack→kernel, offloads off/on."""
+    require_netns()
+    budget = ctx.pick(0.5, 2.0)
+    combos = [(off, d) for off in (False, True) for d in ("k2s", "s2k")]
+    stack: dict[tuple[bool, str], list[float]] = {c: [] for c in combos}
+    kernel: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(ctx.runs):
+        for off in (False, True):
+            kernel[off].append(run_measure("tun.kbulk", budget=budget, offload=off)["MBps"])
+        for off, d in combos:
+            stack[(off, d)].append(run_measure("tun.bulk", offload=off, direction=d,
+                                               budget=budget)["MBps"])
+    rows = []
+    for off, d in combos:
+        label = "kernel→stack" if d == "k2s" else "stack→kernel"
+        rows.append(Row("tun_bulk", f"TUN {label}, MTU 1500, offload {'on' if off else 'off'}",
+                        "MB/s", "higher", {"offload": off, "direction": d, "budget": budget},
+                        stack[(off, d)], list(kernel[off]),
+                        f"{VETH}, TSO/GSO/GRO {'on' if off else 'off'}"))
+    return rows
+
+
+@case("tun_connrate")
+def tun_connrate(ctx: Ctx) -> list[Row]:
+    """Connection rate over TUN: stack client → kernel echo server (sequential)."""
+    require_netns()
+    params = {"count": ctx.pick(300, 3000), "budget": ctx.pick(0.5, 2.0)}
+    st = []
+    ke = []
+    for _ in range(ctx.runs):
+        st.append(run_measure("tun.connrate", kind="stack", **params)["per_s"])
+        ke.append(run_measure("tun.connrate", kind="kernel", **params)["per_s"])
+    return [Row("tun_connrate", "connect+echo+close, TUN", "conn/s", "higher", params, st, ke,
+                "asyncio client → kernel echo over veth")]
+
+
+@case("tun_rtt")
+def tun_rtt(ctx: Ctx) -> list[Row]:
+    """64-byte echo round trip p50/p99 over TUN (stack client, kernel echo server)."""
+    require_netns()
+    params = {"count": ctx.pick(500, 5000)}
+    st = []
+    ke = []
+    for _ in range(ctx.runs):
+        st.append(run_measure("tun.rtt", kind="stack", **params))
+        ke.append(run_measure("tun.rtt", kind="kernel", **params))
+    return [Row("tun_rtt", f"echo RTT {q}, 64 B, TUN", "us", "lower", params,
+                [r[f"{q}_us"] for r in st], [r[f"{q}_us"] for r in ke],
+                "asyncio client → kernel echo over veth") for q in ("p50", "p99")]
+
+
+@case("tun_ping")
+def tun_ping(ctx: Ctx) -> list[Row]:
+    """Ping RTT over TUN: stack.ping() to the kernel, and kernel ping to the stack."""
+    require_netns()
+    params = {"count": ctx.pick(100, 1000)}
+    st = []
+    ke = []
+    for _ in range(ctx.runs):
+        st.append(run_measure("tun.ping", kind="stack", **params))
+        ke.append(run_measure("tun.ping", kind="kernel", **params))
+    rows = []
+    for d, label in (("s2k", "stack.ping → kernel"), ("k2s", "kernel ping → stack")):
+        for q in ("p50", "p99"):
+            rows.append(Row("tun_ping", f"ping {q}, {label}, TUN", "us", "lower", params,
+                            [r[f"{d}_{q}_us"] for r in st], [r[f"veth_{q}_us"] for r in ke],
+                            "kernel ping over veth"))
+    return rows
+
+
+
