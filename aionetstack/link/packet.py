@@ -46,6 +46,7 @@ from aionetstack.link.vnet import (
     UDP_CSUM_OFFSET,
     VnetCodec,
     complete_checksum,
+    deliver_frames,
     l3_offset_of,
     locate_l4,
     segment,
@@ -182,19 +183,7 @@ class Packet(FdLink):
             self.send(piece)
 
     def _rx(self, data: bytes) -> None:
-        r = self._receiver
-        assert r is not None
-        vnet = self._vnet
-        if vnet is None:
-            r.link_deliver(memoryview(data))
-            return
-        try:
-            frames = vnet.rx(data)
-        except ValueError:
-            self._stats["rx_errors"] += 1
-            return
-        for f in frames:
-            r.link_deliver(f)
+        deliver_frames(self._vnet, self._receiver, data, self._stats)
 
     def close(self) -> None:
         if self.closed:

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from aionetstack.errors import InvalidArgument, NetstackError, NotSupported
 from aionetstack.link.base import Frame, LinkCaps
 from aionetstack.link.fd import FdLink, TxItem
-from aionetstack.link.vnet import VIRTIO_NET_HDR_LEN, VnetCodec, segment
+from aionetstack.link.vnet import VIRTIO_NET_HDR_LEN, VnetCodec, deliver_frames, segment
 
 T = TypeVar("T")
 
@@ -235,19 +235,7 @@ class _TunTapBase(FdLink):
             self.send(piece)
 
     def _rx(self, data: bytes) -> None:
-        vnet = self._vnet
-        r = self._receiver
-        assert r is not None
-        if vnet is None:
-            r.link_deliver(memoryview(data))
-            return
-        try:
-            frames = vnet.rx(data)
-        except ValueError:
-            self._stats["rx_errors"] += 1
-            return
-        for f in frames:
-            r.link_deliver(f)
+        deliver_frames(self._vnet, self._receiver, data, self._stats)
 
     def stats(self) -> dict[str, int]:
         st = super().stats()

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from aionetstack.errors import InvalidArgument
+from aionetstack.link.base import LinkReceiver
 from aionetstack.wire.checksum import (
     PROTO_TCP,
     PROTO_UDP,
@@ -342,3 +343,20 @@ class VnetCodec:
                 complete_checksum(buf, csum_start, csum_offset)
                 return [memoryview(buf)]
         return [memoryview(data)[VIRTIO_NET_HDR_LEN:]]
+
+
+def deliver_frames(codec: VnetCodec | None, receiver: LinkReceiver | None, data: bytes,
+                   stats: dict[str, int]) -> None:
+    """Hand one read from a device to ``receiver``: as is, or through ``codec`` (vnet header
+    stripped, USO super-datagrams split).  A header the codec rejects counts as an rx error."""
+    assert receiver is not None
+    if codec is None:
+        receiver.link_deliver(memoryview(data))
+        return
+    try:
+        frames = codec.rx(data)
+    except ValueError:
+        stats["rx_errors"] += 1
+        return
+    for f in frames:
+        receiver.link_deliver(f)
