@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
 
-test: system-deps $(STAMP) lint typecheck unit bench-quick
+test: system-deps $(STAMP) lint typecheck bench-quick unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
