@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from aionetstack.clock import Clock
 from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.vnet import VnetCodec, deliver_frames, segment
 
 TxItem = Frame | list[Frame]  # one frame, or the pieces of one frame for writev
 
@@ -197,3 +198,49 @@ def fd(fd: int, *, l2: bool = False, mtu: int = 1500, mac: bytes | None = None,
         mac = bytes([0x02]) + os.urandom(5)
     return FdLink(fd, LinkCaps(mtu=mtu, l2=l2, mac=mac if l2 else None), name=name,
                   owns_fd=owns_fd, batch=batch)
+
+
+class VnetFdLink(FdLink):
+    """An fd link that may carry a virtio-net header on every frame (TUN/TAP with
+    IFF_VNET_HDR, AF_PACKET with PACKET_VNET_HDR): subclasses set ``_vnet`` when the
+    header is on, and ``_l2`` to say whether frames start with an Ethernet header."""
+
+    _vnet: VnetCodec | None = None
+    _l2 = False
+
+    def _frame_out(self, frame: Frame) -> TxItem:
+        vnet = self._vnet
+        if vnet is None:
+            return frame
+        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
+            frame = bytearray(frame)
+        return [vnet.tx_header(frame, 0, self._caps.mtu), frame]
+
+    def send_gso(self, frame: Frame, gso_size: int) -> None:
+        """Send one TCP or UDP packet larger than the MTU, to be cut into pieces carrying
+        ``gso_size`` payload bytes each (TCP: the MSS; UDP: the datagram size).
+
+        With TSO/USO the kernel segments it; otherwise it is segmented here.
+        """
+        if self.closed:
+            return
+        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
+            frame = bytearray(frame)
+        vnet = self._vnet
+        if vnet is not None and vnet.can_gso(frame):
+            self._put([vnet.tx_header(frame, gso_size), frame])
+            return
+        pieces = segment(frame, 14 if self._l2 else 0, gso_size)
+        if vnet is not None:
+            vnet.stats["tx_sw_segmented"] += 1
+        for piece in pieces:
+            self.send(piece)
+
+    def _rx(self, data: bytes) -> None:
+        deliver_frames(self._vnet, self._receiver, data, self._stats)
+
+    def stats(self) -> dict[str, int]:
+        st = super().stats()
+        if self._vnet is not None:
+            st.update(self._vnet.stats)
+        return st

@@ -38,18 +38,16 @@ import struct
 from typing import Any, Final
 
 from aionetstack.errors import InvalidArgument
-from aionetstack.link.base import Frame, LinkCaps
-from aionetstack.link.fd import FdLink, TxItem
+from aionetstack.link.base import LinkCaps
+from aionetstack.link.fd import VnetFdLink
 from aionetstack.link.tun import DeviceError, _in_netns, run_netlink
 from aionetstack.link.vnet import (
     TCP_CSUM_OFFSET,
     UDP_CSUM_OFFSET,
     VnetCodec,
     complete_checksum,
-    deliver_frames,
     l3_offset_of,
     locate_l4,
-    segment,
 )
 from aionetstack.wire.checksum import PROTO_TCP, PROTO_UDP
 
@@ -101,8 +99,10 @@ def _complete(data: bytes) -> bytes:
     return bytes(buf)
 
 
-class Packet(FdLink):
+class Packet(VnetFdLink):
     """An L2 link over an AF_PACKET socket bound to interface ``ifname``."""
+
+    _l2 = True
 
     def __init__(self, ifname: str, *, netns: str | None = None, mac: bytes | None = None,
                  use_interface_mac: bool = False, promisc: bool = True, offload: bool = True,
@@ -160,39 +160,9 @@ class Packet(FdLink):
                 return _complete(data)
         return data
 
-    def _frame_out(self, frame: Frame) -> TxItem:
-        vnet = self._vnet
-        if vnet is None:
-            return frame
-        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
-            frame = bytearray(frame)
-        return [vnet.tx_header(frame, 0, self._caps.mtu), frame]
-
-    def send_gso(self, frame: Frame, gso_size: int) -> None:
-        """Send a TCP/UDP frame larger than the MTU, cut into ``gso_size``-byte pieces (by the
-        kernel with offloads, in software without)."""
-        if self.closed:
-            return
-        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
-            frame = bytearray(frame)
-        vnet = self._vnet
-        if vnet is not None and vnet.can_gso(frame):
-            self._put([vnet.tx_header(frame, gso_size), frame])
-            return
-        for piece in segment(frame, 14, gso_size):
-            self.send(piece)
-
-    def _rx(self, data: bytes) -> None:
-        deliver_frames(self._vnet, self._receiver, data, self._stats)
-
     def close(self) -> None:
         if self.closed:
             return
         super().close()
         self._sock.close()
 
-    def stats(self) -> dict[str, int]:
-        st = super().stats()
-        if self._vnet is not None:
-            st.update(self._vnet.stats)
-        return st

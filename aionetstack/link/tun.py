@@ -41,9 +41,9 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from aionetstack.errors import InvalidArgument, NetstackError, NotSupported
-from aionetstack.link.base import Frame, LinkCaps
-from aionetstack.link.fd import FdLink, TxItem
-from aionetstack.link.vnet import VIRTIO_NET_HDR_LEN, VnetCodec, deliver_frames, segment
+from aionetstack.link.base import LinkCaps
+from aionetstack.link.fd import VnetFdLink
+from aionetstack.link.vnet import VIRTIO_NET_HDR_LEN, VnetCodec
 
 T = TypeVar("T")
 
@@ -166,7 +166,7 @@ def _configure(name: str, addresses: list[str], mtu: int | None, netns: str | No
         ipr.close()
 
 
-class _TunTapBase(FdLink):
+class _TunTapBase(VnetFdLink):
     _kind_flag = IFF_TUN
     _l2 = False
 
@@ -204,44 +204,6 @@ class _TunTapBase(FdLink):
                         gso_max_size=65535 if vnet is not None and vnet.tso else 0)
         super().__init__(fd, caps, name=name, batch=batch,
                          read_size=65536 + 128 if vnet is not None else 65536 + 64)
-
-    # -- offloads ----------------------------------------------------------------------------
-    def _frame_out(self, frame: Frame) -> TxItem:
-        vnet = self._vnet
-        if vnet is None:
-            return frame
-        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
-            frame = bytearray(frame)
-        return [vnet.tx_header(frame, 0, self._caps.mtu), frame]
-
-    def send_gso(self, frame: Frame, gso_size: int) -> None:
-        """Send one TCP or UDP packet larger than the MTU, to be cut into pieces carrying
-        ``gso_size`` payload bytes each (TCP: the MSS; UDP: the datagram size).
-
-        With TSO/USO the kernel segments it; otherwise it is segmented here.
-        """
-        if self.closed:
-            return
-        if isinstance(frame, bytes) or (isinstance(frame, memoryview) and frame.readonly):
-            frame = bytearray(frame)
-        vnet = self._vnet
-        if vnet is not None and vnet.can_gso(frame):
-            self._put([vnet.tx_header(frame, gso_size), frame])
-            return
-        pieces = segment(frame, 14 if self._l2 else 0, gso_size)
-        if vnet is not None:
-            vnet.stats["tx_sw_segmented"] += 1
-        for piece in pieces:
-            self.send(piece)
-
-    def _rx(self, data: bytes) -> None:
-        deliver_frames(self._vnet, self._receiver, data, self._stats)
-
-    def stats(self) -> dict[str, int]:
-        st = super().stats()
-        if self._vnet is not None:
-            st.update(self._vnet.stats)
-        return st
 
     @classmethod
     def create(cls, name: str, *, peer_address: str | Iterable[str] = (), mtu: int = 1500,

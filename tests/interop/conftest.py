@@ -6,6 +6,7 @@ AIONETSTACK_REQUIRE_PRIVILEGED=1 (as in CI), in which case they fail.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -75,3 +76,25 @@ def ns_socket(name: str, family: int, type_: int) -> socket.socket:
         s = socket.socket(family, type_)
     s.setblocking(False)
     return s
+
+
+async def run_cmd(*argv: str, timeout: float = 20.0) -> tuple[int, str]:
+    """Run a command; (exit code, stdout and stderr together)."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+class Collect(asyncio.DatagramProtocol):
+    """Queues every datagram and every error a datagram endpoint receives."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
+        self.errors: asyncio.Queue[Exception] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
+        self.queue.put_nowait((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.put_nowait(exc)

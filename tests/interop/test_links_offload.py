@@ -22,7 +22,7 @@ from aionetstack.wire.ipv6 import pack_ipv6
 from aionetstack.wire.tcp import pack_tcp, tcp_checksum_ok
 from aionetstack.wire.udp import pack_udp
 
-from .conftest import in_netns, ns_socket, require, require_tool
+from .conftest import Collect, in_netns, ns_socket, require, require_tool, run_cmd
 
 KERNEL4, STACK4 = "198.18.0.1", "198.18.0.2"
 KERNEL6, STACK6 = "fd00::1", "fd00::2"
@@ -31,21 +31,6 @@ UDP_SEGMENT = 103  # SOL_UDP option: send a UDP GSO super-datagram (linux/udp.h)
 
 def _a(addr: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-
-
-async def _run(*argv: str, timeout: float = 20.0) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
-class _Collect(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        self.queue.put_nowait((data, addr))
 
 
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "plain"])
@@ -65,7 +50,7 @@ async def test_ping_and_udp_both_ways(netns: str, kind: type[link.Tun], offload:
     async with Stack() as stack:
         stack.add_nic(dev, [f"{STACK4}/24", f"{STACK6}/64"])
         for target in (STACK4, STACK6):
-            rc, out = await _run("ip", "netns", "exec", netns, ping, "-c", "2", "-i", "0.2",
+            rc, out = await run_cmd("ip", "netns", "exec", netns, ping, "-c", "2", "-i", "0.2",
                                  "-W", "2", target)
             assert rc == 0 and "2 received" in out, out
         assert 0 < await stack.ping(KERNEL4, timeout=3) < 1
@@ -75,9 +60,9 @@ async def test_ping_and_udp_both_ways(netns: str, kind: type[link.Tun], offload:
             ksock = ns_socket(netns, af, socket.SOCK_DGRAM)
             try:
                 ksock.bind((kaddr, 5000))
-                tr, pr = await stack.create_datagram_endpoint(_Collect,
+                tr, pr = await stack.create_datagram_endpoint(Collect,
                                                               local_addr=(saddr, 6000))
-                assert isinstance(pr, _Collect)
+                assert isinstance(pr, Collect)
                 payloads = [bytes([i]) * (i * 97 % 1400 + 1) for i in range(20)]
                 for p in payloads:
                     await loop.sock_sendto(ksock, p, (saddr, 6000))
@@ -107,8 +92,8 @@ async def test_kernel_uso_super_datagram_is_split(netns: str, family: int) -> No
         ksock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 1000)
         async with Stack() as stack:
             stack.add_nic(dev, [f"{STACK4}/24", f"{STACK6}/64"])
-            tr, pr = await stack.create_datagram_endpoint(_Collect, local_addr=(saddr, 6000))
-            assert isinstance(pr, _Collect)
+            tr, pr = await stack.create_datagram_endpoint(Collect, local_addr=(saddr, 6000))
+            assert isinstance(pr, Collect)
             # warm up neighbour/route state, then one send() of 9.5 datagrams' worth
             await loop.sock_sendto(ksock, b"x", (saddr, 6000))
             await asyncio.wait_for(pr.queue.get(), 5)

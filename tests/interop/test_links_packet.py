@@ -11,7 +11,7 @@ import pytest
 from aionetstack import Stack, link
 from aionetstack.link.tun import run_netlink
 
-from .conftest import ns_socket, require_tool
+from .conftest import Collect, ns_socket, require_tool, run_cmd
 
 KERNEL4, STACK4 = "198.18.1.1", "198.18.1.2"
 KERNEL6, STACK6 = "fd00:1::1", "fd00:1::2"
@@ -34,21 +34,6 @@ def _veth(netns: str) -> None:
         ns.close()
 
 
-async def _run(*argv: str, timeout: float = 20.0) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
-class _Collect(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        self.queue.put_nowait((data, addr))
-
-
 @pytest.mark.parametrize("offload", [True, False], ids=["vnet", "plain"])
 async def test_packet_link_on_veth(netns: str, offload: bool) -> None:
     ping = require_tool("ping")
@@ -62,7 +47,7 @@ async def test_packet_link_on_veth(netns: str, offload: bool) -> None:
         assert 0 < await stack.ping(KERNEL4, timeout=3) < 1
         assert 0 < await stack.ping(KERNEL6, timeout=3) < 1
         for target in (STACK4, STACK6):
-            rc, out = await _run("ip", "netns", "exec", netns, ping, "-c", "2", "-i", "0.2",
+            rc, out = await run_cmd("ip", "netns", "exec", netns, ping, "-c", "2", "-i", "0.2",
                                  "-W", "2", target)
             assert rc == 0 and "2 received" in out, out
         for kaddr, saddr, af in ((KERNEL4, STACK4, socket.AF_INET),
@@ -70,9 +55,9 @@ async def test_packet_link_on_veth(netns: str, offload: bool) -> None:
             ksock = ns_socket(netns, af, socket.SOCK_DGRAM)
             try:
                 ksock.bind((kaddr, 5000))
-                tr, pr = await stack.create_datagram_endpoint(_Collect,
+                tr, pr = await stack.create_datagram_endpoint(Collect,
                                                               local_addr=(saddr, 6000))
-                assert isinstance(pr, _Collect)
+                assert isinstance(pr, Collect)
                 payloads = [bytes([i]) * (i * 131 % 1400 + 1) for i in range(20)]
                 for p in payloads:
                     await loop.sock_sendto(ksock, p, (saddr, 6000))

@@ -10,6 +10,8 @@ import pytest
 from aionetstack import Stack, link
 from aionetstack.stack.neighbour import NudState
 
+from .conftest import Collect
+
 A4, B4 = "198.18.7.1", "198.18.7.2"
 A6, B6 = "fd00:7::1", "fd00:7::2"
 
@@ -27,14 +29,6 @@ class _Echo(asyncio.DatagramProtocol):
         self.transport.sendto(data, addr)
 
 
-class _Collect(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        self.queue.put_nowait((data, addr))
-
-
 def tunnel_pair(l2: bool) -> tuple[link.UdpTunnel, link.UdpTunnel]:
     a = link.UdpTunnel(local=("127.0.0.1", 0), remote=None, l2=l2)
     b = link.UdpTunnel(local=("127.0.0.1", 0), remote=a.local_address, l2=l2)
@@ -49,8 +43,8 @@ async def check_ping_and_udp_echo(sa: Stack, sb: Stack) -> None:
         assert 0 < await sb.ping(dst, timeout=3) < 1
     for src, dst in ((A4, B4), (A6, B6)):
         etr, _ = await sb.create_datagram_endpoint(_Echo, local_addr=(dst, 7))
-        tr, pr = await sa.create_datagram_endpoint(_Collect, local_addr=(src, 0))
-        assert isinstance(pr, _Collect)
+        tr, pr = await sa.create_datagram_endpoint(Collect, local_addr=(src, 0))
+        assert isinstance(pr, Collect)
         for p in [b"", b"x", bytes(range(256)) * 5, b"F" * 3000]:  # the last is fragmented
             tr.sendto(p, (dst, 7))
             data, addr = await asyncio.wait_for(pr.queue.get(), 5)

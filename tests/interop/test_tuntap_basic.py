@@ -10,17 +10,10 @@ import pytest
 from aionetstack import Stack, link
 from aionetstack.stack.neighbour import NudState
 
-from .conftest import ns_socket, require_tool
+from .conftest import Collect, ns_socket, require_tool, run_cmd
 
 KERNEL4, STACK4 = "198.18.0.1", "198.18.0.2"
 KERNEL6, STACK6 = "fd00::1", "fd00::2"
-
-
-async def _run(*argv: str, timeout: float = 20.0) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(errors="replace")
 
 
 def _device(kind: type[link.Tun] | type[link.Tap], netns: str) -> link.Tun | link.Tap:
@@ -34,11 +27,11 @@ async def test_kernel_pings_stack(netns: str, kind: type[link.Tun]) -> None:
     dev = _device(kind, netns)
     async with Stack() as stack:
         stack.add_nic(dev, [f"{STACK4}/24", f"{STACK6}/64"])
-        rc, out = await _run("ip", "netns", "exec", netns, ping, "-c", "3", "-i", "0.2",
+        rc, out = await run_cmd("ip", "netns", "exec", netns, ping, "-c", "3", "-i", "0.2",
                              "-W", "2", STACK4)
         assert rc == 0, out
         assert "3 received" in out
-        rc, out = await _run("ip", "netns", "exec", netns, ping, "-6", "-c", "3", "-i", "0.2",
+        rc, out = await run_cmd("ip", "netns", "exec", netns, ping, "-6", "-c", "3", "-i", "0.2",
                              "-W", "2", STACK6)
         assert rc == 0, out
         assert "3 received" in out
@@ -77,18 +70,6 @@ async def test_stack_pings_kernel(netns: str, kind: type[link.Tun]) -> None:
             assert nic.neigh4.lookup(socket.inet_pton(socket.AF_INET, KERNEL4)) == kmac
 
 
-class _Collect(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
-        self.errors: asyncio.Queue[Exception] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        self.queue.put_nowait((data, addr))
-
-    def error_received(self, exc: Exception) -> None:
-        self.errors.put_nowait(exc)
-
-
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("kind", [link.Tun, link.Tap], ids=["tun", "tap"])
 async def test_udp_both_ways(netns: str, kind: type[link.Tun], family: int) -> None:
@@ -101,8 +82,8 @@ async def test_udp_both_ways(netns: str, kind: type[link.Tun], family: int) -> N
     try:
         async with Stack() as stack:
             stack.add_nic(dev, [f"{STACK4}/24", f"{STACK6}/64"])
-            tr, pr = await stack.create_datagram_endpoint(_Collect, local_addr=(saddr, 6000))
-            assert isinstance(pr, _Collect)
+            tr, pr = await stack.create_datagram_endpoint(Collect, local_addr=(saddr, 6000))
+            assert isinstance(pr, Collect)
             # kernel -> stack
             payloads = [bytes([i]) * (i * 37 % 1400 + 1) for i in range(50)]
             for p in payloads:
@@ -127,8 +108,8 @@ async def test_kernel_port_unreachable_is_connection_refused(netns: str, family:
     kaddr = KERNEL4 if family == 4 else KERNEL6
     async with Stack() as stack:
         stack.add_nic(dev, [f"{STACK4}/24", f"{STACK6}/64"])
-        tr, pr = await stack.create_datagram_endpoint(_Collect, remote_addr=(kaddr, 9))
-        assert isinstance(pr, _Collect)
+        tr, pr = await stack.create_datagram_endpoint(Collect, remote_addr=(kaddr, 9))
+        assert isinstance(pr, Collect)
         tr.sendto(b"anyone?")
         exc = await asyncio.wait_for(pr.errors.get(), 5)
         assert isinstance(exc, ConnectionRefusedError)
