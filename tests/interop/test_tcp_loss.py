@@ -314,11 +314,6 @@ class SeqDropper(Link):
         self.inner.send(frame)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: after SACK recovery ends with a cumulative ACK equal to `recover`, a new loss of "
-    "the segment starting at `recover` is not fast-retransmitted: Sender._dupack requires "
-    "seq_gt(snd_una, recover) (the RFC 6582 NewReno guard) also on the SACK path, which "
-    "RFC 6675 does not have outside RTO recovery, so the stack waits for the RTO"))
 async def test_loss_right_after_sack_recovery_is_fast_retransmitted(netns: str) -> None:
     """Stack → kernel bulk data; the 30th data segment is lost, and so is the first new
     segment sent after its fast retransmission.  Both losses are repaired by the SACK/dup-ACK
@@ -351,10 +346,6 @@ async def test_loss_right_after_sack_recovery_is_fast_retransmitted(netns: str) 
         assert stack.tcp.stats["timeouts"] == 0, (dict(stack.tcp.stats), info)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: Sender._sack_recover sends new data with n = min(unsent, mss, room) and no sender "
-    "SWS avoidance, so during SACK recovery a window-edge sliver (24 bytes here: the kernel's "
-    "window edge is not MSS-aligned) goes out mid-stream; RFC 9293 §3.8.6.2.1 / MUST-38"))
 async def test_no_sub_mss_slivers_during_sack_recovery(netns: str) -> None:
     """Stack → kernel bulk data with one segment lost: every new data segment but the last
     is a full MSS (the sender's SWS avoidance holds during loss recovery too)."""

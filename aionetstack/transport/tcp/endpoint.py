@@ -782,7 +782,7 @@ class TcpEndpoint:
             self._emit(seq_sub(snd.snd_una, 1) & MASK, ACK)
         else:
             snd.cc.on_rto(snd.flight)
-            snd.go_back()
+            snd.go_back(keep_sack=snd.retries < 2)
             if not snd.output(now):
                 snd.force_send(now, snd.mss)
         self._rto_timer.schedule(now + self.rtt.timeout())

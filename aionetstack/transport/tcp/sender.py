@@ -24,8 +24,9 @@ follows RFC 6675 in simplified form: recovery starts on the third duplicate ACK 
 two segments' worth of data is SACKed above ``snd_una`` (IsLost); ``cwnd`` drops to ``ssthresh``
 without inflation; on every ACK, while the estimated ``pipe`` (data in flight, not SACKed, not
 presumed lost unless retransmitted) is below ``cwnd``, the next hole below the highest SACKed
-byte is retransmitted (``high_rxt`` tracks progress), then new data.  A timeout clears the
-scoreboard (the receiver may renege, RFC 2018 §8).
+byte is retransmitted (``high_rxt`` tracks progress), then new data that SWS avoidance and
+Nagle allow.  A first timeout keeps the scoreboard, so the go-back-N resend skips SACKed data;
+a second consecutive one clears it (the receiver may renege, RFC 2018 §8).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Sender:
     __slots__ = (
         "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "dupacks", "emit",
         "fin_queued", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss", "nodelay", "recover",
-        "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "sack_ok", "sb", "snd_max",
+        "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "rxt_log", "sack_ok", "sb", "snd_max",
         "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale",
     )
 
@@ -75,6 +76,9 @@ class Sender:
         self.sack_ok = False
         self.sb = Scoreboard()
         self.high_rxt = 0
+        # SACK-recovery retransmissions: (start, end, snd_max when resent), for detecting a
+        # lost retransmission without waiting for the timeout
+        self.rxt_log: list[tuple[int, int, int]] = []
 
     def start(self, iss: int) -> None:
         self.iss = iss
@@ -122,13 +126,18 @@ class Sender:
         sent = False
         buf = self.buffer
         while True:
+            room = self.mss
+            flight = seq_sub(self.snd_nxt, self.snd_una)
+            if self.sb.blocks and seq_lt(self.snd_nxt, self.snd_max):
+                # resending after a timeout: skip what the receiver holds (SACKed)
+                self.snd_nxt, room = self.sb.skip(self.snd_nxt, self.mss)
+                flight = seq_sub(self.snd_nxt, self.snd_una) - self.sb.sacked_below(self.snd_nxt)
             off = seq_sub(self.snd_nxt, self.buf_seq)
             unsent = len(buf) - off
             if unsent < 0:
                 break  # FIN already sent
-            flight = seq_sub(self.snd_nxt, self.snd_una)
             usable = min(self.snd_wnd, self.cc.cwnd) - flight
-            n = min(unsent, self.mss, max(usable, 0))
+            n = min(unsent, room, max(usable, 0))
             fin = self.fin_queued and n == unsent
             if n <= 0 and not fin:
                 break
@@ -201,14 +210,22 @@ class Sender:
         self.retransmits += 1
         self.rtt_seq = None  # Karn
 
-    def go_back(self) -> None:
-        """After a retransmission timeout: resend from ``snd_una`` (RFC 6298 §5.4)."""
+    def go_back(self, keep_sack: bool = False) -> None:
+        """After a retransmission timeout: resend from ``snd_una`` (RFC 6298 §5.4).
+
+        With ``keep_sack`` the scoreboard survives, so the resend skips what the receiver
+        already holds (as Linux does; RFC 6675 §5.1 keeps using the SACK information after a
+        timeout).  A receiver may renege (RFC 2018 §8), so the caller clears it on the second
+        consecutive timeout.
+        """
         self.snd_nxt = self.snd_una if seq_ge(self.snd_una, self.buf_seq) else self.buf_seq
         self.rtt_seq = None  # Karn
-        self.sb.clear()
+        if not keep_sack:
+            self.sb.clear()
         self.dupacks = 0
         self.in_recovery = False
         self.recover = self.snd_max
+        self.rxt_log.clear()
 
     # -- input ---------------------------------------------------------------------------------
     def update_window(self, seq: int, ack: int, raw_wnd: int) -> bool:
@@ -235,6 +252,8 @@ class Sender:
             if sack_blocks:
                 newly_sacked = sb.update(sack_blocks, ack if acked > 0 else self.snd_una,
                                          self.snd_max)
+                if newly_sacked and self.rxt_log:
+                    self._lost_retransmits(ack if acked > 0 else self.snd_una)
         if acked <= 0:
             if acked == 0 and (dup_candidate or newly_sacked) and self.outstanding():
                 self._dupack(now)
@@ -257,6 +276,7 @@ class Sender:
         if self.in_recovery:
             if seq_ge(ack, self.recover):
                 self.in_recovery = False
+                self.rxt_log.clear()
                 self.cc.on_recovery_exit(self.flight)
             elif self.sack_ok:
                 self._sack_recover(now)
@@ -280,7 +300,7 @@ class Sender:
             else:
                 self.cc.on_dupack()
                 self.output(now)
-        elif self.sack_ok and (self.dupacks >= 3 or self.sb.sacked > 2 * self.mss) and seq_gt(
+        elif self.sack_ok and (self.dupacks >= 3 or self.sb.sacked > 2 * self.mss) and seq_ge(
                 self.snd_una, self.recover):
             # RFC 6675 §5: enter loss recovery
             self.recover = self.snd_max
@@ -296,8 +316,10 @@ class Sender:
             self.cc.cwnd = seq_sub(self.snd_max, self.snd_una) + self.mss
             self.output(now)
             self.cc.cwnd = max(saved, 0)
-        elif self.dupacks == 3 and seq_gt(self.snd_una, self.recover):
-            # RFC 6582 §3.2 step 1-2: enter fast recovery unless this loss predates the last
+        elif self.dupacks == 3 and seq_ge(self.snd_una, self.recover):
+            # RFC 6582 §3.2 step 1-2: enter fast recovery unless this loss predates the last;
+            # ``recover`` holds snd_max, one past RFC 6582's "highest sequence number sent",
+            # so "the cumulative ACK covers more than recover" is snd_una >= recover
             self.recover = self.snd_max
             self.in_recovery = True
             self.cc.on_loss(self.flight)
@@ -320,6 +342,25 @@ class Sender:
                 return first, min(self.mss, seq_sub(end, first))
         return None
 
+    def _lost_retransmits(self, una: int) -> None:
+        """A retransmitted hole is lost again when data first sent after it is SACKed while the
+        hole is still missing (as Linux's lost-retransmit detection): resend it now rather than
+        at the timeout (the RFC 6675 §4 IsLost spirit applied to the retransmission)."""
+        fack = self.sb.blocks[-1][1]
+        keep = []
+        rewind = None
+        for start, end, mark in self.rxt_log:
+            if seq_le(end, una):
+                continue
+            if seq_gt(fack, mark):
+                if rewind is None or seq_lt(start, rewind):
+                    rewind = start
+            else:
+                keep.append((start, end, mark))
+        self.rxt_log = keep
+        if rewind is not None and seq_lt(rewind, self.high_rxt):
+            self.high_rxt = seq_max(rewind, una)
+
     def _sack_recover(self, now: float) -> None:
         for _ in range(64):  # bounded: each pass sends one segment
             if self._pipe() >= self.cc.cwnd:
@@ -328,14 +369,21 @@ class Sender:
             if hole is not None:
                 self.retransmit_range(*hole)
                 self.high_rxt = seq_add(hole[0], hole[1])
+                if len(self.rxt_log) < 256:
+                    self.rxt_log.append((hole[0], self.high_rxt, self.snd_max))
                 continue
             off = seq_sub(self.snd_nxt, self.buf_seq)
             unsent = len(self.buffer) - off
+            if unsent < 0:
+                return  # FIN already sent
             room = self.snd_wnd - seq_sub(self.snd_nxt, self.snd_una)
             n = min(unsent, self.mss, room)
-            if n <= 0:
+            fin = self.fin_queued and n == unsent
+            if n <= 0 and not fin:
                 return
-            self._send(off, n, self.fin_queued and n == unsent, now)
+            if n < self.mss and not fin and (n < unsent or not self.nodelay):
+                return  # sender SWS avoidance and Nagle hold in recovery too (RFC 9293 §3.8.6.2.1)
+            self._send(off, n, fin, now)
 
 
 class Scoreboard:
@@ -382,6 +430,24 @@ class Scoreboard:
     def _set(self, blocks: list[tuple[int, int]]) -> None:
         self.blocks = blocks
         self.sacked = sum(seq_sub(e, s) for s, e in blocks)
+
+    def skip(self, seq: int, limit: int) -> tuple[int, int]:
+        """``seq`` moved past a SACKed block holding it, and how many bytes (at most
+        ``limit``) may follow before the next SACKed block."""
+        for start, end in self.blocks:
+            if seq_lt(seq, start):
+                return seq, min(limit, seq_sub(start, seq))
+            if seq_lt(seq, end):
+                seq = end
+        return seq, limit
+
+    def sacked_below(self, seq: int) -> int:
+        n = 0
+        for start, end in self.blocks:
+            if seq_ge(start, seq):
+                break
+            n += seq_sub(end if seq_le(end, seq) else seq, start)
+        return n
 
     def holes(self, una: int) -> list[tuple[int, int]]:
         """The unSACKed ranges between SND.UNA and the highest SACKed byte."""
