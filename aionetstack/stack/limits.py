@@ -46,8 +46,9 @@ challenge ACKs are rate-limited by ``stack.tcp.challenge_ack_limit`` (1000/s,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["Limits"]
+__all__ = ["Limits", "TcpMemory"]
 
 
 @dataclass(slots=True)
@@ -64,11 +65,66 @@ class Limits:
     reassembly_timeout6: float = 60.0
     neighbour_entries: int = 1024
     """ARP (and, separately, NDP) cache entries per NIC."""
+    max_ooo_bytes: int = 32 * 1024 * 1024
+    """Out-of-order TCP bytes held over all connections, waiting for a hole to fill."""
+    max_buffer_bytes: int = 256 * 1024 * 1024
+    """TCP bytes buffered over all connections (send, receive and out-of-order): past it new
+    connections are refused and out-of-order segments dropped."""
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_half_open", "reassembly_bytes",
-                     "neighbour_entries"):
+                     "neighbour_entries", "max_ooo_bytes", "max_buffer_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
         if self.reassembly_timeout4 <= 0 or self.reassembly_timeout6 <= 0:
             raise ValueError("reassembly timeouts must be positive")
+
+
+class _HasLimits(Protocol):
+    @property
+    def limits(self) -> Limits: ...
+
+
+class TcpMemory:
+    """Bytes TCP holds for one stack's connections, checked against ``owner.limits``.
+
+    ``buffered`` is every byte in a send buffer, a receive buffer or an out-of-order queue;
+    ``ooo`` is the out-of-order part.  The ``Sender`` and ``Receiver`` of every connection charge
+    and credit it as their buffers change, and ``release`` it when the connection reaches CLOSED,
+    so both are 0 once every connection is gone.  ``peak_*`` are high-water marks.
+    """
+
+    __slots__ = ("buffered", "ooo", "owner", "peak_buffered", "peak_ooo")
+
+    def __init__(self, owner: _HasLimits) -> None:
+        self.owner = owner
+        self.buffered = 0
+        self.ooo = 0
+        self.peak_buffered = 0
+        self.peak_ooo = 0
+
+    def add(self, n: int) -> None:
+        """``n`` more (or, negative, fewer) in-order bytes in a send or receive buffer."""
+        b = self.buffered = self.buffered + n
+        if b > self.peak_buffered:
+            self.peak_buffered = b
+
+    def add_ooo(self, n: int) -> None:
+        """``n`` more (or fewer) out-of-order bytes."""
+        o = self.ooo = self.ooo + n
+        if o > self.peak_ooo:
+            self.peak_ooo = o
+        self.add(n)
+
+    def ooo_fits(self, n: int) -> bool:
+        """May ``n`` more out-of-order bytes be queued?"""
+        lim = self.owner.limits
+        return self.ooo + n <= lim.max_ooo_bytes and self.buffered + n <= lim.max_buffer_bytes
+
+    def over(self) -> bool:
+        """Are the buffers at or past ``max_buffer_bytes`` (new connections are refused)?"""
+        return self.buffered >= self.owner.limits.max_buffer_bytes
+
+    def snapshot(self) -> dict[str, int]:
+        return {"buffered": self.buffered, "ooo": self.ooo, "peak-buffered": self.peak_buffered,
+                "peak-ooo": self.peak_ooo}

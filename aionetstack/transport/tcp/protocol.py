@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import UNICAST, IcmpError, PacketInfo
+from aionetstack.stack.limits import TcpMemory
 from aionetstack.transport.tcp.endpoint import TcpEndpoint
 from aionetstack.transport.tcp.isn import IsnGenerator, SynCookies
 from aionetstack.transport.tcp.listen import listen_input
@@ -50,6 +51,7 @@ class TcpProtocol:
         self.isn_override: int | None = None
         self.cookies = SynCookies(stack.rng)
         self.syncookies = True
+        self.memory = TcpMemory(stack)  # bytes buffered by all connections (stack.limits)
         # defaults (Linux-like)
         self.rcvbuf = 262144
         self.sndbuf = 262144
