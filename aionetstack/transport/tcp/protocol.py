@@ -13,8 +13,10 @@
 4. else answer with a reset (RFC 9293 §3.10.7.1): never for a RST; for a segment with ACK
    ``<SEQ=SEG.ACK><CTL=RST>``; otherwise ``<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>``.
 
-It also owns the per-stack defaults (buffer sizes, retry limits, MSL, timers) and the ISN
-generator (RFC 6528); ``isn_override`` lets tests pin the ISN (e.g. just below 2**32).
+It also owns the per-stack defaults (buffer sizes, retry limits, MSL, timers), the ISN
+generator (RFC 6528; ``isn_override`` lets tests pin the ISN, e.g. just below 2**32) and
+``memory``, the bytes buffered by all connections that ``stack.limits.max_buffer_bytes`` and
+``max_ooo_bytes`` bound (``aionetstack.stack.limits.TcpMemory``).
 """
 
 from __future__ import annotations
