@@ -325,6 +325,11 @@ class CoreStack:
     def stats(self) -> dict[str, Any]:
         """Nested counters: per protocol, then per NIC link statistics."""
         snap: dict[str, Any] = self.stats_.snapshot()
+        frag = snap["fragment"]
+        for v in (4, 6):  # the reassemblers' memory cap biting (Limits.reassembly_bytes)
+            evicted = (self.ipv4 if v == 4 else self.ipv6).reassembler.stats().get("evicted", 0)
+            if evicted:
+                frag[f"evicted.ipv{v}"] = evicted
         snap["nics"] = {n.name: n.link.stats() for n in self.nics.values()}
         return snap
 

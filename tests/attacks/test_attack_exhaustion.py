@@ -56,6 +56,7 @@ def test_fragment_reassembly_exhaustion(cap: int | None) -> None:
     assert r4.pending_bytes <= budget
     assert len(r4) == fit
     assert r4.stats()["evicted"] == n - fit  # every datagram past the cap evicted the oldest
+    assert s.stats()["fragment"]["evicted.ipv4"] == n - fit
     assert held < budget * 1.5 + 512 * 1024, held
     # a legitimate fragmented datagram still gets through while the cache is full
     ep = s.udp_endpoint(4)
@@ -234,7 +235,13 @@ def test_limits_are_validated_and_documented() -> None:
         Limits(max_connections=0)
     with pytest.raises(ValueError):
         Limits(reassembly_timeout4=0)
+    with pytest.raises(ValueError):
+        Limits(max_ooo_bytes=0)
+    with pytest.raises(ValueError):
+        Limits(max_buffer_bytes=-1)
     doc = mod.__doc__ or ""
     for name in ("max_connections", "max_half_open", "reassembly_bytes", "neighbour_entries",
-                 "dropped.connection-limit", "evicted"):
+                 "dropped.connection-limit", "evicted", "max_ooo_bytes", "max_buffer_bytes",
+                 "dropped.ooo-budget", "dropped.memory-limit", "dropped.ooo-block-limit",
+                 "evicted.ipv4", "timeout"):
         assert name in doc

@@ -167,6 +167,16 @@ class TwoEndpoints(RuleBasedStateMachine):
             assert rcv.ooo_bytes <= rcv.capacity + (1 << rcv.rcv_wscale)
 
     @invariant()
+    def memory_accounting_is_exact(self) -> None:
+        """Each stack's ``tcp.memory`` is what its connections hold (Limits budgets)."""
+        for s, ep in zip(self.stacks, self.eps, strict=True):
+            mem = s.tcp.memory
+            live = {e for e in (ep, *s.tcp.endpoints) if e.rcv.account is mem}
+            assert mem.ooo == sum(e.rcv.ooo_bytes for e in live)
+            assert mem.buffered == sum(e.rcv.ooo_bytes + len(e.rcv.buffer) + len(e.snd.buffer)
+                                       for e in live)
+
+    @invariant()
     def delivered_is_a_prefix(self) -> None:
         for side in (0, 1):
             got, sent = self.read_[1 - side], self.written[side]
@@ -198,6 +208,7 @@ class TwoEndpoints(RuleBasedStateMachine):
             assert len(s.tcp.endpoints) == 0, s.tcp.endpoints
             assert len(s.ports) == 0
             assert len(s.timers) == 0
+            assert s.tcp.memory.buffered == 0 and s.tcp.memory.ooo == 0
 
 
 TwoEndpoints.TestCase.settings = settings(

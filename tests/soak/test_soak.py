@@ -163,6 +163,7 @@ class Soak:
             # the listener is the only endpoint left
             assert s.tcp.endpoints == ({self.lst} if s is self.b else set())
             assert len(s.timers) == 0
+            assert s.tcp.memory.buffered == 0 and s.tcp.memory.ooo == 0  # Limits budgets
         assert len(self.a.ports) == 0 and len(self.b.ports) == 1
 
 

@@ -150,6 +150,7 @@ class TcpEndpoint:
         self.snd.cc = make_cc(proto.congestion_control, self.snd.mss)
         self.rcv = Receiver(proto.rcvbuf, _wscale_for(proto.rcvbuf))
         self.rcv.stats = proto.stats
+        self.rcv.account = self.snd.account = proto.memory  # Limits.max_*_bytes
         self.peer_mss = 536
         self.ws_ok = False
         self.sack_ok = False
@@ -420,9 +421,7 @@ class TcpEndpoint:
         """Like ``read(len(buf))`` but copies straight into ``buf``; 0 means EOF."""
         rcv = self.rcv
         if rcv.buffer and len(buf):
-            n = min(len(buf), len(rcv.buffer))
-            buf[:n] = rcv.buffer[:n]
-            del rcv.buffer[:n]
+            n = rcv.read_into(buf)
             self._maybe_window_update()
             return n
         if not len(buf):
@@ -720,6 +719,8 @@ class TcpEndpoint:
         self._delack_timer.cancel()
         self._linger_timer.cancel()
         self._ka_timer.cancel()
+        self.rcv.release()
+        self.snd.release()
         proto = self.proto
         if self.local is not None and self.remote is not None:
             key = (self.local[0], self.local[1], self.remote[0], self.remote[1])

@@ -16,8 +16,9 @@ retries it later); with a full SYN queue it is answered statelessly with a SYN c
 (RFC 4987 §3.6) when ``TcpProtocol.syncookies`` is on (the default, as on Linux), else dropped.
 ``stack.limits`` bounds all listeners together: past ``max_half_open`` SYN-RECEIVED children a
 SYN is treated as if its SYN queue were full, and past ``max_connections`` entries in the
-connection table a SYN (or a valid SYN-cookie ACK) is refused with a RST
-(``dropped.connection-limit``) while established connections carry on.
+connection table, or with ``max_buffer_bytes`` buffered over all connections, a SYN (or a valid
+SYN-cookie ACK) is refused with a RST (``dropped.connection-limit`` / ``dropped.memory-limit``)
+while established connections carry on.
 """
 
 from __future__ import annotations
@@ -83,8 +84,7 @@ def listen_input(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader) -> None:
             mss = proto.cookies.check((h.ack - 1) & MASK, pkt.dst, h.dport, pkt.src, h.sport,
                                       irs, now)
             if mss is not None:
-                if len(proto.connections) >= proto.stack.limits.max_connections:
-                    proto.stats.drop("connection-limit")  # stack.limits: refuse with a RST
+                if over_limits(proto):  # stack.limits: refuse with a RST
                     proto.send_reset(pkt, h)
                     return
                 proto.stats["syncookies-accepted"] += 1
@@ -98,11 +98,10 @@ def listen_input(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader) -> None:
     if q.accept_full():
         proto.stats.drop("listen-overflow")
         return
-    limits = proto.stack.limits
-    if len(proto.connections) >= limits.max_connections:
-        proto.stats.drop("connection-limit")  # stack.limits: refuse with a RST
+    if over_limits(proto):  # stack.limits: refuse with a RST
         proto.send_reset(pkt, h)
         return
+    limits = proto.stack.limits
     half_full = q.syn_full()
     if not half_full and len(proto.connections) >= limits.max_half_open:  # cheap pre-check
         half_full = half_open(proto) >= limits.max_half_open
@@ -116,6 +115,18 @@ def listen_input(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader) -> None:
     child = listener.spawn_child(pkt, h)
     if child is not None:
         q.syn_queue.append(child)
+
+
+def over_limits(proto: TcpProtocol) -> bool:
+    """Must a new connection be refused (``max_connections``, ``max_buffer_bytes``)?  Counts
+    the reason when it must."""
+    if len(proto.connections) >= proto.stack.limits.max_connections:
+        proto.stats.drop("connection-limit")
+        return True
+    if proto.memory.over():
+        proto.stats.drop("memory-limit")
+        return True
+    return False
 
 
 def half_open(proto: TcpProtocol) -> int:

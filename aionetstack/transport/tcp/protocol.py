@@ -13,8 +13,10 @@
 4. else answer with a reset (RFC 9293 §3.10.7.1): never for a RST; for a segment with ACK
    ``<SEQ=SEG.ACK><CTL=RST>``; otherwise ``<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>``.
 
-It also owns the per-stack defaults (buffer sizes, retry limits, MSL, timers) and the ISN
-generator (RFC 6528); ``isn_override`` lets tests pin the ISN (e.g. just below 2**32).
+It also owns the per-stack defaults (buffer sizes, retry limits, MSL, timers), the ISN
+generator (RFC 6528; ``isn_override`` lets tests pin the ISN, e.g. just below 2**32) and
+``memory``, the bytes buffered by all connections that ``stack.limits.max_buffer_bytes`` and
+``max_ooo_bytes`` bound (``aionetstack.stack.limits.TcpMemory``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import UNICAST, IcmpError, PacketInfo
+from aionetstack.stack.limits import TcpMemory
 from aionetstack.transport.tcp.endpoint import TcpEndpoint
 from aionetstack.transport.tcp.isn import IsnGenerator, SynCookies
 from aionetstack.transport.tcp.listen import listen_input
@@ -50,6 +53,7 @@ class TcpProtocol:
         self.isn_override: int | None = None
         self.cookies = SynCookies(stack.rng)
         self.syncookies = True
+        self.memory = TcpMemory(stack)  # bytes buffered by all connections (stack.limits)
         # defaults (Linux-like)
         self.rcvbuf = 262144
         self.sndbuf = 262144

@@ -16,6 +16,14 @@ last advertised, so ``rcv_wnd = rcv_adv - rcv_nxt``.
   total is bounded by the window, their number by ``max(64, capacity // 1024)`` (a segment that
   would open one more block is dropped: ``dropped.ooo-block-limit``).  A hole filling releases
   every contiguous block.  A FIN beyond a hole is remembered and consumed when the hole fills.
+* Memory: ``buffer`` plus the out-of-order bytes never exceed the window last offered
+  (``capacity`` plus less than ``1 << rcv_wscale`` of rounding), the per-connection cap.  Over
+  all connections, ``account`` (the stack's ``TcpMemory``) caps out-of-order bytes at
+  ``Limits.max_ooo_bytes`` and everything buffered at ``Limits.max_buffer_bytes``: a segment
+  that would add out-of-order bytes past either is dropped (``dropped.ooo-budget``) -- queued
+  blocks are never dropped (no reneging on SACKed data, RFC 2018 §8), and in-order data is
+  always taken since it lies inside the window already offered (RFC 9293 §3.8.6.2.1).
+  ``release`` returns the connection's bytes to the budget when it reaches CLOSED.
 * ``sack_blocks`` reports the out-of-order blocks for RFC 2018 SACK options, the block holding
   the most recently received segment first, the rest most recently changed first (RFC 2018 §4).
 """
@@ -25,6 +33,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Final
 
+from aionetstack.stack.limits import TcpMemory
 from aionetstack.stack.stats import Counters
 from aionetstack.wire.seqnum import seq_add, seq_le, seq_lt, seq_sub
 
@@ -45,9 +54,9 @@ class _Block:
 
 
 class Receiver:
-    __slots__ = ("buffer", "bytes_received", "capacity", "fin_received", "fin_seq", "irs",
-                 "last_sack", "mss", "ooo", "ooo_bytes", "ooo_dropped", "rcv_adv", "rcv_nxt",
-                 "rcv_wscale", "stats")
+    __slots__ = ("account", "buffer", "bytes_received", "capacity", "fin_received", "fin_seq",
+                 "irs", "last_sack", "mss", "ooo", "ooo_bytes", "ooo_dropped", "rcv_adv",
+                 "rcv_nxt", "rcv_wscale", "stats")
 
     def __init__(self, capacity: int, rcv_wscale: int) -> None:
         self.capacity = capacity
@@ -59,8 +68,9 @@ class Receiver:
         self.buffer = bytearray()
         self.ooo: list[_Block] = []  # disjoint, not adjacent, sorted by sequence number
         self.ooo_bytes = 0
-        self.ooo_dropped = 0  # segments refused by the out-of-order block limit
-        self.stats: Counters | None = None  # the stack's TCP counters, for that limit
+        self.ooo_dropped = 0  # segments refused by the out-of-order block limit or budget
+        self.stats: Counters | None = None  # the stack's TCP counters, for those limits
+        self.account: TcpMemory | None = None  # the stack's TCP memory (Limits.max_ooo_bytes)
         self.fin_seq: int | None = None  # a FIN seen but not yet in order
         self.fin_received = False
         self.bytes_received = 0
@@ -150,9 +160,10 @@ class Receiver:
         if fin:
             self.fin_seq = nxt
         filled = False
+        moved = 0  # out-of-order bytes dropped from the queue (moved to ``buffer`` or stale)
         while self.ooo and seq_le(self.ooo[0].seq, nxt):
             blk = self.ooo.pop(0)
-            self.ooo_bytes -= len(blk.data)
+            moved += len(blk.data)
             skip = seq_sub(nxt, blk.seq)
             if skip < len(blk.data):
                 self.buffer += memoryview(blk.data)[skip:]
@@ -161,12 +172,32 @@ class Receiver:
             filled = True
         self.rcv_nxt = nxt
         self.bytes_received += delivered
+        self.ooo_bytes -= moved
+        acct = self.account
+        if acct is not None:
+            acct.add_ooo(-moved)
+            acct.add(delivered)
         if self.fin_seq is not None and not self.fin_received and self.fin_seq == nxt:
             self.fin_received = True
             self.rcv_nxt = seq_add(nxt, 1)
-            self.ooo.clear()
-            self.ooo_bytes = 0
+            self._drop_ooo()
         return delivered, filled
+
+    def _drop_ooo(self) -> None:
+        """Forget every out-of-order block (and give their bytes back to the budget)."""
+        if self.account is not None:
+            self.account.add_ooo(-self.ooo_bytes)
+        self.ooo.clear()
+        self.ooo_bytes = 0
+
+    def release(self) -> None:
+        """The connection reached CLOSED: give everything back to the stack's budget.  Unread
+        in-order bytes stay readable but are no longer accounted (idempotent)."""
+        acct = self.account
+        if acct is not None:
+            self._drop_ooo()
+            acct.add(-len(self.buffer))
+            self.account = None
 
     def _ooo_insert(self, seq: int, data: memoryview) -> None:
         """Add ``data`` at ``seq`` (beyond RCV.NXT) to the out-of-order blocks, merging.
@@ -184,9 +215,7 @@ class Receiver:
             # A peer sending tiny segments with gaps between them would make a block per byte:
             # ~150 bytes of bookkeeping per byte of data and O(n) work per segment.  Refuse new
             # blocks past the limit (in O(log n)); a real sender retransmits.
-            self.ooo_dropped += 1
-            if self.stats is not None:
-                self.stats.drop("ooo-block-limit")
+            self._refuse("ooo-block-limit")
             return
         i = 0
         while i < n and seq_sub(blocks[i].seq, nxt) + len(blocks[i].data) < s:
@@ -194,10 +223,25 @@ class Receiver:
         j = i
         while j < n and seq_sub(blocks[j].seq, nxt) <= e:
             j += 1
+        acct = self.account
+        if acct is not None and not acct.ooo_fits(e - s):
+            # The stack's out-of-order budget (Limits.max_ooo_bytes, or max_buffer_bytes) is
+            # spent: refuse the bytes this segment adds.  Nothing already queued is dropped, so
+            # nothing we SACKed is reneged on (RFC 2018 §8); in-order data is still taken, and
+            # the sender retransmits what we refused.
+            new = e - s
+            for b in blocks[i:j]:
+                bs = seq_sub(b.seq, nxt)
+                new -= max(min(e, bs + len(b.data)) - max(s, bs), 0)
+            if new > 0 and not acct.ooo_fits(new):
+                self._refuse("ooo-budget")
+                return
         self.last_sack += 1
         if i == j:  # touches nothing: a new block
             blocks.insert(i, _Block(seq, bytearray(data), self.last_sack))
             self.ooo_bytes += len(data)
+            if acct is not None:
+                acct.add_ooo(len(data))
             return
         removed = sum(len(b.data) for b in blocks[i:j])
         first = blocks[i]
@@ -222,7 +266,15 @@ class Receiver:
             out += data[cur - s:]
         blocks[i:j] = [merged]
         self.ooo_bytes += len(out) - removed
+        if acct is not None:
+            acct.add_ooo(len(out) - removed)
         merged.stamp = self.last_sack
+
+    def _refuse(self, reason: str) -> None:
+        """An out-of-order segment was not queued because of a limit."""
+        self.ooo_dropped += 1
+        if self.stats is not None:
+            self.stats.drop(reason)
 
     def _touches(self, s: int, e: int) -> bool:
         """Whether ``[s, e]`` (offsets from RCV.NXT) overlaps or abuts a stored block."""
@@ -248,4 +300,16 @@ class Receiver:
         else:
             out = bytes(buf[:n])
             del buf[:n]
+        if self.account is not None:
+            self.account.add(-len(out))
         return out
+
+    def read_into(self, out: bytearray | memoryview) -> int:
+        """Move up to ``len(out)`` unread bytes into ``out``; returns how many."""
+        buf = self.buffer
+        n = min(len(out), len(buf))
+        out[:n] = buf[:n]
+        del buf[:n]
+        if self.account is not None:
+            self.account.add(-n)
+        return n

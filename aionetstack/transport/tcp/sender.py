@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aionetstack.stack.limits import TcpMemory
 from aionetstack.transport.tcp.congestion import CongestionControl, Reno
 from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq_sub
@@ -43,10 +44,10 @@ Emit = Callable[[int, int, memoryview], None]  # (seq, flags, payload)
 
 class Sender:
     __slots__ = (
-        "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "dupacks", "emit",
-        "fin_queued", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss", "nodelay", "recover",
-        "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "rxt_log", "sack_ok", "sb", "snd_max",
-        "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale",
+        "account", "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "dupacks",
+        "emit", "fin_queued", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss", "nodelay",
+        "recover", "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "rxt_log", "sack_ok",
+        "sb", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale",
     )
 
     def __init__(self, emit: Emit, capacity: int, rtt: RttEstimator) -> None:
@@ -62,6 +63,7 @@ class Sender:
         self.mss = 536
         self.cc: CongestionControl = Reno(self.mss)
         self.buffer = bytearray()
+        self.account: TcpMemory | None = None  # the stack's TCP memory (Limits)
         self.fin_queued = False
         self.nodelay = False
         self.dupacks = 0
@@ -118,7 +120,15 @@ class Sender:
         n = min(len(data), self.space())
         if n:
             self.buffer += memoryview(data)[:n]
+            if self.account is not None:
+                self.account.add(n)
         return n
+
+    def release(self) -> None:
+        """The connection reached CLOSED: its buffer no longer counts against the stack."""
+        if self.account is not None:
+            self.account.add(-len(self.buffer))
+            self.account = None
 
     # -- output ------------------------------------------------------------------------------------
     def output(self, now: float) -> bool:
@@ -262,6 +272,8 @@ class Sender:
         drop = min(max(seq_sub(ack, self.buf_seq), 0), len(self.buffer))
         if drop:
             del self.buffer[:drop]
+            if self.account is not None:
+                self.account.add(-drop)
             self.buf_seq = seq_add(self.buf_seq, drop)
             self.bytes_acked += drop
         if seq_lt(self.snd_nxt, ack):
