@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from aionetstack.demo import Options, run_demo
 
+            if args.pcap:
+                open(args.pcap, "wb").close()  # fail before the show starts
             opts = Options(seed=args.seed, pcap_path=args.pcap)
             if args.quick:
                 opts.size, opts.echoes, opts.pings = QUICK_SIZE, 50, 2
@@ -112,9 +114,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        print(f"aionetstack: error: {exc.strerror or exc}", file=sys.stderr)
+        print(f"aionetstack: error: {error_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if not type(exc).__module__.startswith("pyroute2"):
+            raise  # a bug: keep the traceback
+        print(f"aionetstack: error: netlink: {error_line(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an error: ``FILE: reason`` for file errors, else the message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        if exc.filename is not None:
+            return f"{exc.filename}: {exc.strerror}"
+        return str(exc.strerror)
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -316,3 +316,77 @@ def test_tshark_finds_no_bad_checksum_or_malformed_frame(capture: Path) -> None:
     for what in ("ARP", "Neighbor Solicitation", "Neighbor Advertisement", "Echo (ping) request",
                  "Echo (ping) reply"):
         assert what in summary
+
+
+# -- serve/ping: one-line errors, checked without touching the network ---------------------------
+# Every case names "lo", which exists and is no TUN device: even if a check were lost, attaching
+# fails (EINVAL) and nothing is created in this namespace.
+
+SERVE = ("serve", "--tun", "lo", "--address", "198.18.0.2/24", "--echo", "7")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("serve", "--tun", "lo", "--address", "198.18.0.2", "--echo", "7"),
+     "bad address '198.18.0.2' (expected ADDR/PREFIX"),
+    (("serve", "--tun", "lo", "--address", "300.1.1.1/24", "--echo", "7"),
+     "bad address '300.1.1.1/24'"),
+    ((*SERVE, "--gateway", "nowhere"), "bad gateway 'nowhere'"),
+    (("ping", "--tun", "lo", "--address", "198.18.0.2/24", "example.invalid"),
+     "bad address to ping 'example.invalid'"),
+    (("serve", "--tun", "lo", "--address", "198.18.0.2/24"), "nothing to serve"),
+    ((*SERVE, "--peer-address", "198.18.0.1/24"), "--peer-address needs --create"),
+    ((*SERVE, "--create", "--netns", "ans-no-such-namespace"),
+     "no network namespace named 'ans-no-such-namespace'"),
+])
+def test_device_command_errors_are_one_line(args: tuple[str, ...], message: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("aionetstack: error: "), proc.stderr
+    assert message in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not os.path.exists("/run/netns/ans-no-such-namespace")
+
+
+def test_create_without_root_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main([*SERVE, "--create"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aionetstack: error: creating lo needs root (CAP_NET_ADMIN)")
+    assert "ip tuntap add lo mode tun user" in err
+    assert err.count("\n") == 1
+
+
+def test_attach_without_permission_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    real_open = os.open
+
+    def fake_open(path: str, *args: int, **kwargs: int) -> int:
+        if path == "/dev/net/tun":
+            raise PermissionError(13, "Permission denied", path)  # as for a non-root user
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    assert main(list(SERVE)) == 1
+    err = capsys.readouterr().err
+    assert err == ("aionetstack: error: permission denied opening /dev/net/tun (run as root or "
+                   "give the process CAP_NET_ADMIN)\n")
+
+
+def test_no_dev_net_tun_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists",
+                        lambda p: False if p == "/dev/net/tun" else real_exists(p))
+    assert main(list(SERVE)) == 1
+    assert capsys.readouterr().err == ("aionetstack: error: /dev/net/tun does not exist (no "
+                                       "TUN/TAP support on this machine)\n")
+
+
+def test_device_help_lists_the_options() -> None:
+    for command in ("serve", "ping"):
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0, proc.stderr
+        for option in ("--tun", "--tap", "--address", "--create", "--peer-address", "--pcap",
+                       "--verbose"):
+            assert option in proc.stdout, (command, option)
