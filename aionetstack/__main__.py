@@ -14,7 +14,17 @@ from aionetstack.demo import DEFAULT_SIZE, QUICK_SIZE
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aionetstack",
-        description="A userspace TCP/IP stack for Python, native to asyncio.")
+        description="A userspace TCP/IP stack for Python, native to asyncio.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  aionetstack demo                     # no root needed\n"
+               "  sudo aionetstack serve --tun ans0 --create --peer-address 198.18.0.1/24 \\\n"
+               "       --address 198.18.0.2/24 --echo 7 --http 80 -v\n"
+               "  sudo aionetstack ping --tun ans1 --create --peer-address 198.18.1.1/24 \\\n"
+               "       --address 198.18.1.2/24 --pcap ping.pcap 198.18.1.1\n"
+               "\n"
+               "exit status: 0 ok, 1 error or failed check, 2 bad usage, 130 interrupted.\n"
+               "Ctrl-C stops serve (status 0) and ping (summary, status 0 if replies came).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     d = sub.add_parser(
         "demo", help="two in-memory stacks: ping, TCP echo, bulk transfers over a clean and an "
@@ -35,19 +45,26 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("-v", "--verbose", action="store_true", help="log connections")
 
     s = sub.add_parser("serve", help="serve echo/discard/chargen/HTTP from a stack on a "
-                                     "TUN or TAP device")
+                                     "TUN or TAP device",
+                       description="Run a stack on a TUN or TAP device and serve echo, "
+                                   "discard, chargen (TCP and UDP) and/or an HTTP status page "
+                                   "until Ctrl-C.")
     _device_args(s)
     s.add_argument("--echo", type=int, metavar="PORT", help="RFC 862 echo (TCP and UDP)")
     s.add_argument("--discard", type=int, metavar="PORT", help="RFC 863 discard (TCP and UDP)")
     s.add_argument("--chargen", type=int, metavar="PORT", help="RFC 864 chargen (TCP and UDP)")
     s.add_argument("--http", type=int, metavar="PORT", help="HTTP/1.1 status page (h11)")
 
-    pg = sub.add_parser("ping", help="ping an address from a stack on a TUN or TAP device")
+    pg = sub.add_parser("ping", help="ping an address from a stack on a TUN or TAP device",
+                        description="Send ICMP/ICMPv6 echo requests from a stack on a TUN or "
+                                    "TAP device; Ctrl-C stops early and prints the summary.")
     _device_args(pg)
     pg.add_argument("target", help="address to ping")
-    pg.add_argument("-c", "--count", type=int, default=4)
-    pg.add_argument("-i", "--interval", type=float, default=1.0)
-    pg.add_argument("-W", "--timeout", type=float, default=2.0)
+    pg.add_argument("-c", "--count", type=int, default=4, help="requests to send (default 4)")
+    pg.add_argument("-i", "--interval", type=float, default=1.0,
+                    help="seconds between requests (default 1)")
+    pg.add_argument("-W", "--timeout", type=float, default=2.0,
+                    help="seconds to wait for each reply (default 2)")
     return p
 
 
@@ -75,14 +92,15 @@ def _device_args(p: argparse.ArgumentParser) -> None:
                    help="create the device (needs root) instead of attaching to an existing one")
     p.add_argument("--peer-address", action="append", default=[], metavar="ADDR/PREFIX",
                    help="with --create: the kernel side's address (repeatable)")
-    p.add_argument("--netns", metavar="NAME", help="with --create: create the device in "
-                                                    "this network namespace")
-    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--netns", metavar="NAME", help="the device is in (with --create: is "
+                                                    "created in) this network namespace")
+    p.add_argument("--mtu", type=int, default=1500, help="IP MTU (default 1500)")
     p.add_argument("--no-offload", action="store_true", help="disable TUN/TAP offloads")
     p.add_argument("--gateway", action="append", default=[], metavar="ADDR",
                    help="default route via this gateway (repeatable: one per family)")
     p.add_argument("--pcap", metavar="FILE", help="capture the device's traffic")
-    p.add_argument("-v", "--verbose", action="store_true", help="log connections")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log connections (to stderr)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
