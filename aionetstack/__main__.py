@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.verbose:
+    if args.verbose and args.command != "demo":  # the demo logs through rich
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 opts.size, opts.echoes, opts.pings = QUICK_SIZE, 50, 2
             if args.size is not None:
                 opts.size = args.size
-            return asyncio.run(run_demo(opts))
+            return asyncio.run(run_demo(opts, verbose=args.verbose))
         if args.command in ("serve", "ping"):
             from aionetstack.cli import run_device_command
 

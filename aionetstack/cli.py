@@ -45,8 +45,14 @@ def check_args(args: argparse.Namespace) -> None:
         _check_host("gateway", gw)
     if args.command == "ping":
         _check_host("address to ping", args.target)
-    if args.command == "serve" and not any((args.echo, args.discard, args.chargen, args.http)):
-        raise InvalidArgument("nothing to serve: give --echo, --discard, --chargen and/or --http")
+    if args.command == "serve":
+        if not any((args.echo, args.discard, args.chargen, args.http)):
+            raise InvalidArgument("nothing to serve: give --echo, --discard, --chargen and/or "
+                                  "--http")
+        for service in ("echo", "discard", "chargen", "http"):
+            port = getattr(args, service)
+            if port is not None and not 1 <= port <= 65535:
+                raise InvalidArgument(f"bad port {port} for --{service} (1-65535)")
     if args.peer_address and not args.create:
         raise InvalidArgument("--peer-address needs --create (it configures a new device)")
     if args.netns and not os.path.exists(f"/run/netns/{args.netns}"):

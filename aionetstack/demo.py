@@ -136,7 +136,8 @@ class _Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.t = transport
-        self.peer = transport.get_extra_info("peername")
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.received = 0
         log.info("%s: connection from %s", self.name, self.peer)
 
@@ -290,7 +291,7 @@ async def run_phases(opts: Options, progress: Progress) -> list[Row]:
 
 def render_table(rows: list[Row]) -> Table:
     table = Table(title="two stacks over an in-memory Ethernet link", box=box.MINIMAL,
-                  caption_justify="left",
+                  caption_justify="left", pad_edge=False,
                   caption=f"impaired: {IMPAIRED_LABEL}.  ping: IPv4 + IPv6, RTT = average; "
                           f"echo: TCP over IPv6; bulk: TCP over IPv4.  RTT of TCP = the "
                           f"sender's srtt (tcp_info); TCP segs = segments sent both ways.")
@@ -309,9 +310,25 @@ def render_table(rows: list[Row]) -> Table:
     return table
 
 
-async def run_demo(opts: Options | None = None, console: Console | None = None) -> int:
+async def run_demo(opts: Options | None = None, console: Console | None = None,
+                   verbose: bool = False) -> int:
     opts = opts or Options()
     console = console or Console()
+    if verbose:  # log lines printed above the progress bars, not through them
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, show_level=False)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        return await _run_demo(opts, console)
+    finally:
+        if verbose:
+            log.removeHandler(handler)
+            log.setLevel(logging.NOTSET)
+
+
+async def _run_demo(opts: Options, console: Console) -> int:
     console.print(f"[bold]aionetstack demo[/]: two userspace stacks in this process, joined by "
                   f"an in-memory Ethernet link ({A4}/24, {A6}/64 ↔ {B4}, {B6})")
     t0 = time.perf_counter()

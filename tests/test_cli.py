@@ -105,13 +105,16 @@ PHASES = ("ping", "tcp echo", "bulk clean", "bulk impaired")
 
 def test_demo_quick_prints_the_table() -> None:
     t0 = time.monotonic()
-    proc = run_cli("demo", "--quick")
+    proc = run_cli("demo", "--quick", "-v")
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert elapsed < 20, elapsed
     out = proc.stdout
     assert "Traceback" not in proc.stderr
     assert "all integrity checks passed" in out
+    # -v: the servers log each connection
+    assert re.search(r"echo: connection from \[fd00::1\]:\d+ closed after 50000 bytes", out)
+    assert re.search(r"bulk: connection from 198\.18\.0\.1:\d+ closed after 2000000 bytes", out)
     assert "impaired: 1% loss, 2% reorder, 0.1% corrupt, 5 ms" in out
     rows = table_rows(out)
     header = rows.pop("phase")
@@ -334,6 +337,7 @@ SERVE = ("serve", "--tun", "lo", "--address", "198.18.0.2/24", "--echo", "7")
     (("ping", "--tun", "lo", "--address", "198.18.0.2/24", "example.invalid"),
      "bad address to ping 'example.invalid'"),
     (("serve", "--tun", "lo", "--address", "198.18.0.2/24"), "nothing to serve"),
+    ((*SERVE, "--http", "80000"), "bad port 80000 for --http (1-65535)"),
     ((*SERVE, "--peer-address", "198.18.0.1/24"), "--peer-address needs --create"),
     ((*SERVE, "--create", "--netns", "ans-no-such-namespace"),
      "no network namespace named 'ans-no-such-namespace'"),
