@@ -48,7 +48,8 @@ IMPAIRED_LABEL = "1% loss, 2% reorder, 0.1% corrupt, 5 ms one-way delay"
 DEFAULT_SIZE = 16_000_000
 QUICK_SIZE = 2_000_000
 _CHUNK = 1 << 18  # the sender writes (and hashes) the pseudo-random data in pieces this big
-PHASE_TIMEOUT = 120.0  # a phase that takes longer has failed (a stalled connection)
+PHASE_TIMEOUT = 120.0  # a phase that takes longer has failed (a stalled connection) ...
+MIN_RATE = 100_000  # ... unless its bulk transfer is so big that it needs longer at this B/s
 
 
 @dataclasses.dataclass
@@ -209,7 +210,6 @@ async def _bulk(a: Stack, b: Stack, phase: str, nbytes: int, opts: Options,
                 progress: Progress) -> Row:
     row = Row(phase, _fmt_bytes(nbytes))
     task = progress.add_task(phase, total=nbytes, detail="")
-    t0 = time.perf_counter()
     received = 0
 
     def on_data(n: int) -> None:
@@ -249,13 +249,19 @@ async def _bulk(a: Stack, b: Stack, phase: str, nbytes: int, opts: Options,
     return row
 
 
-async def _phase(coro: Any, fallback: Row) -> Row:
+async def _phase(coro: Any, fallback: Row, nbytes: int = 0) -> Row:
+    """Run one phase; a phase that raises or stalls becomes a failed row."""
+    timeout = max(PHASE_TIMEOUT, nbytes / MIN_RATE)
     try:
-        result: Row = await asyncio.wait_for(coro, PHASE_TIMEOUT)
+        result: Row = await asyncio.wait_for(coro, timeout)
         return result
     except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
-        fallback.check = "FAILED " + ("timeout" if isinstance(exc, TimeoutError) else "error")
-        fallback.problem = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TimeoutError):
+            fallback.check = "FAILED timeout"
+            fallback.problem = f"not finished after {timeout:.0f} s"
+        else:
+            fallback.check = "FAILED error"
+            fallback.problem = f"{type(exc).__name__}: {exc}"
         return fallback
 
 
@@ -280,12 +286,12 @@ async def run_phases(opts: Options, progress: Progress) -> list[Row]:
         rows.append(await _phase(_ping(a, opts, progress), Row("ping", "-")))
         rows.append(await _phase(_tcp_echo(a, b, opts, progress), Row("tcp echo", "-")))
         rows.append(await _phase(_bulk(a, b, "bulk clean", opts.size, opts, progress),
-                                 Row("bulk clean", _fmt_bytes(opts.size))))
+                                 Row("bulk clean", _fmt_bytes(opts.size)), opts.size))
     a, b = _stack_pair(opts.seed, impair=IMPAIRED)
     async with a, b:
         rows.append(await _phase(
             _bulk(a, b, "bulk impaired", opts.impaired_size, opts, progress),
-            Row("bulk impaired", _fmt_bytes(opts.impaired_size))))
+            Row("bulk impaired", _fmt_bytes(opts.impaired_size)), opts.impaired_size))
     return rows
 
 

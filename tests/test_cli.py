@@ -24,6 +24,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import NoPayload, Packet
 from scapy.utils import rdpcap
 
+from aionetstack import demo
 from aionetstack.__main__ import main
 from aionetstack.clock import Clock
 from aionetstack.link.base import LinkReceiver
@@ -185,6 +186,20 @@ def test_demo_integrity_failure_exits_nonzero(monkeypatch: pytest.MonkeyPatch,
     assert rows["ping"][-1].startswith("OK") and rows["tcp echo"][-1].startswith("OK")
     assert "bulk clean failed: the receiver's SHA-256 differs from the sender's" in out
     assert "1 integrity check(s) failed" in out
+
+
+def test_demo_stalled_phase_fails(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A link that loses everything stalls the impaired transfer: a timeout, exit status 1."""
+    monkeypatch.setattr(demo, "IMPAIRED", {"loss": 1.0})
+    monkeypatch.setattr(demo, "PHASE_TIMEOUT", 1.0)
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["demo", "--quick", "--size", "100k"]) == 1
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert rows["bulk clean"][-1] == "OK sha256"
+    assert rows["bulk impaired"][-1] == "FAILED timeout"
+    assert "bulk impaired failed: not finished after 1 s" in out
 
 
 def test_demo_ctrl_c_is_clean() -> None:
