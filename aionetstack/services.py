@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from aionetstack.asyncio.stack import Stack
 
 _PATTERN = bytes(range(33, 127))  # the 94 printable ASCII characters
 
+log = logging.getLogger("aionetstack.services")  # INFO: one line per connection opened/closed
+
 
 def chargen_line(n: int) -> bytes:
     """Line ``n`` of the RFC 864 pattern: 72 characters starting one further along, CRLF."""
@@ -31,13 +34,41 @@ def chargen_line(n: int) -> bytes:
     return doubled[start:start + 72] + b"\r\n"
 
 
+def _peer(transport: asyncio.BaseTransport) -> str:
+    host, port = transport.get_extra_info("peername")[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 # -- TCP ------------------------------------------------------------------------------------
-class _Echo(asyncio.Protocol):
+class _Logged(asyncio.Protocol):
+    """Logs each connection when it opens and closes (``-v``), with the bytes received."""
+
+    service = "tcp"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer = _peer(transport)
+        self.rx = 0
+        port = transport.get_extra_info("sockname")[1]
+        log.info("tcp %s: connection from %s to port %d", self.service, self.peer, port)
+
+    def data_received(self, data: bytes) -> None:
+        self.rx += len(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        log.info("tcp %s: %s closed, %d bytes received%s", self.service, self.peer, self.rx,
+                 f" ({exc})" if exc else "")
+
+
+class _Echo(_Logged):
+    service = "echo"
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        super().connection_made(transport)
         self.t = transport
 
     def data_received(self, data: bytes) -> None:
+        self.rx += len(data)
         self.t.write(data)
         if self.t.get_write_buffer_size() > 1 << 20:
             self.t.pause_reading()  # resumed by resume_writing: a slow reader throttles us
@@ -52,20 +83,19 @@ class _Echo(asyncio.Protocol):
         return False  # close after echoing everything (close() flushes)
 
 
-class _Discard(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.received = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
+class _Discard(_Logged):
+    service = "discard"
 
     def eof_received(self) -> bool:
         return False  # RFC 863: the server closes after the client's FIN
 
 
-class _Chargen(asyncio.Protocol):
+class _Chargen(_Logged):
+    service = "chargen"
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        super().connection_made(transport)
         self.t = transport
         self.line = 0
         self.paused = False
@@ -84,22 +114,26 @@ class _Chargen(asyncio.Protocol):
         self._fill()
 
     def data_received(self, data: bytes) -> None:
-        pass  # RFC 864: data from the client is thrown away
+        self.rx += len(data)  # RFC 864: data from the client is thrown away
 
     def eof_received(self) -> bool:
         return False
 
 
-class _Http(asyncio.Protocol):
+class _Http(_Logged):
+    service = "http"
+
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        super().connection_made(transport)
         self.t = transport
         self.conn = h11.Connection(h11.SERVER)
 
     def data_received(self, data: bytes) -> None:
+        self.rx += len(data)
         self.conn.receive_data(data)
         self._process()
 
@@ -138,6 +172,8 @@ class _Http(asyncio.Protocol):
                 return
             if isinstance(event, h11.Request):
                 target = event.target.decode(errors="replace")
+                log.info("http: %s %s %s", self.peer, event.method.decode(errors="replace"),
+                         target)
                 if event.method not in (b"GET", b"HEAD"):
                     self._respond(405, b"method not allowed\n", "text/plain")
                 elif target in ("/", "/index.html"):
@@ -168,8 +204,6 @@ class _Http(asyncio.Protocol):
         return (f"<!doctype html><title>aionetstack</title><h1>aionetstack is serving</h1>"
                 f"<p>addresses: {addrs}</p><table>{rows}</table>\n").encode()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
 
 
 # -- UDP ------------------------------------------------------------------------------------
@@ -177,12 +211,18 @@ class _UdpService(asyncio.DatagramProtocol):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.n = 0
+        self.seen: set[object] = set()  # peers already logged (UDP has no connections)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.DatagramTransport)
         self.t = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
+        if addr not in self.seen and len(self.seen) < 10_000 and log.isEnabledFor(logging.INFO):
+            self.seen.add(addr)
+            host, port = addr[:2]
+            log.info("udp %s: first datagram from %s", self.kind,
+                     f"[{host!s}]:{port}" if ":" in str(host) else f"{host!s}:{port}")
         if self.kind == "echo":
             self.t.sendto(data, addr)
         elif self.kind == "chargen":
