@@ -70,6 +70,15 @@ class Link(ABC):
     def send(self, frame: Frame) -> None:
         """Transmit one frame (ownership passes to the link)."""
 
+    def send_gso(self, frame: Frame, gso_size: int) -> None:
+        """Transmit a TCP/UDP super-segment (IP total length up to 64 KiB) as packets of
+        ``gso_size`` payload bytes each.  Links with segmentation offload (``caps.gso_max_size``)
+        hand it on whole; this default segments it in software."""
+        from aionetstack.link.vnet import segment
+
+        for piece in segment(frame, 14 if self.caps.l2 else 0, gso_size):
+            self.send(piece)
+
     def poll(self) -> float | None:
         """Deliver frames that are due now; return the next time something is due, or None."""
         return None

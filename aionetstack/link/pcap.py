@@ -98,6 +98,16 @@ class PcapLink(Link):
         self._record(frame)
         self.inner.send(frame)
 
+    def send_gso(self, frame: Frame, gso_size: int) -> None:
+        """Record the packets the super-segment becomes on the wire (cut in software, with
+        valid checksums), then hand it to ``inner`` whole for its segmentation offload."""
+        from aionetstack.link.vnet import segment
+
+        if self._file is not None:
+            for piece in segment(frame, 14 if self._caps.l2 else 0, gso_size):
+                self._record(piece)
+        self.inner.send_gso(frame, gso_size)
+
     def poll(self) -> float | None:
         return self.inner.poll()
 

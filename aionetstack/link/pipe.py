@@ -229,6 +229,24 @@ class PipeEnd(Link):
             return
         self._send_impaired(frame, n, clock())
 
+    def send_gso(self, frame: Frame, gso_size: int) -> None:
+        """With ``offload``, an unimpaired pipe passes a super-segment on whole, as a veth
+        pair does (the peer accepts it as a coalesced, GRO-style packet); an impaired pipe
+        segments it so each packet meets loss, delay and corruption on its own."""
+        if self._imp is None and self._caps.gso_max_size and not self._closed:
+            clock = self._clock
+            if clock is None:
+                raise RuntimeError(f"{self.name}: send() before attach()")
+            self._tx_frames += 1
+            self._tx_bytes += len(frame)
+            peer = self._peer
+            fifo = peer._fifo
+            fifo.append(frame)
+            if len(fifo) == 1 and peer._receiver is not None:
+                peer._receiver.link_wakeup(clock())
+            return
+        super().send_gso(frame, gso_size)
+
     def _send_impaired(self, frame: Frame, n: int, now: float) -> None:
         imp = self._imp
         assert imp is not None
@@ -372,6 +390,7 @@ def pipe(
     seed: int | None = None,
     macs: tuple[bytes, bytes] | None = None,
     name: str = "pipe",
+    offload: bool = False,
 ) -> tuple[PipeEnd, PipeEnd]:
     """Create a connected pair of in-memory link ends.
 
@@ -380,6 +399,8 @@ def pipe(
     ``delay`` and ``jitter`` (seconds) set the one-way latency, ``reorder_delay`` how long a
     reordered frame is held back; ``rate`` (bytes/second) serialises frames and ``queue_limit``
     (bytes) bounds the rate limiter's queue.  ``seed`` makes MACs and impairments reproducible.
+    ``offload`` gives the ends segmentation offload (``caps.gso_max_size`` 64 KiB): TCP hands
+    them super-segments, which an unimpaired pipe carries whole (like a veth pair with TSO/GRO).
     """
     for pname, p in (
         ("loss", loss),
@@ -442,6 +463,7 @@ def pipe(
             mac=mac,
             tx_checksum_offload=intact,
             rx_checksum_trusted=intact,
+            gso_max_size=65535 if offload else 0,
         )
 
     a = PipeEnd(f"{name}.a", caps(mac_a), imp, rng_a)

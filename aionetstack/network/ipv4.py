@@ -135,15 +135,19 @@ class IPv4Protocol:
 
     # -- egress ----------------------------------------------------------------------------
     def send(self, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
-             ttl: int | None = None, tos: int = 0, df: bool = False) -> None:
+             ttl: int | None = None, tos: int = 0, df: bool = False, gso: int = 0) -> None:
         off = route.l3_offset
         total = 20 + l4_len
         ttl = self.stack.default_ttl if ttl is None else ttl
-        if total <= route.mtu:
+        if total <= route.mtu or (gso and total <= 0xFFFF):
+            # a super-segment (``gso``) is cut to the MTU below us, each piece with DF
             pack_ipv4(buf, off, src=route.local, dst=route.remote, protocol=protocol,
                       payload_len=l4_len, ttl=ttl, tos=tos, ident=self.next_ident(), df=df)
             self.stats["sent"] += 1
-            route.nic.output(buf, off, route.next_hop)
+            if gso:
+                route.nic.output(buf, off, route.next_hop, gso)
+            else:
+                route.nic.output(buf, off, route.next_hop)
             return
         if df:
             self.stats.drop("too-big")

@@ -157,14 +157,17 @@ class IPv6Protocol:
 
     # -- egress ----------------------------------------------------------------------------
     def send(self, route: Route, buf: bytearray, l4_len: int, next_header: int, *,
-             hop_limit: int | None = None, traffic_class: int = 0) -> None:
+             hop_limit: int | None = None, traffic_class: int = 0, gso: int = 0) -> None:
         off = route.l3_offset
         hl = self.stack.default_ttl if hop_limit is None else hop_limit
-        if 40 + l4_len <= route.mtu:
+        if 40 + l4_len <= route.mtu or (gso and l4_len <= 0xFFFF):
             pack_ipv6(buf, off, src=route.local, dst=route.remote, next_header=next_header,
                       payload_len=l4_len, hop_limit=hl, traffic_class=traffic_class)
             self.stats["sent"] += 1
-            route.nic.output(buf, off, route.next_hop)
+            if gso:
+                route.nic.output(buf, off, route.next_hop, gso)
+            else:
+                route.nic.output(buf, off, route.next_hop)
             return
         payload = memoryview(buf)[route.headroom:route.headroom + l4_len]
         room = (route.mtu - 48) & ~7

@@ -47,7 +47,7 @@ class NeighbourEntry:
 
 
 Solicit = Callable[[bytes, bytes | None], None]  # (target ip, unicast mac or None for multicast)
-Transmit = Callable[[bytes, bytearray, int], None]  # (mac, buffer, l3 offset)
+Transmit = Callable[..., None]  # (mac, buffer, l3 offset[, gso size])
 
 
 class NeighbourCache:
@@ -75,13 +75,17 @@ class NeighbourCache:
         self.max_unicast_solicit = max_unicast_solicit
 
     # -- output --------------------------------------------------------------------------
-    def send(self, ip: bytes, buf: bytearray, l3_offset: int) -> None:
-        """Send a packet to neighbour ``ip``, resolving its link address first if needed."""
+    def send(self, ip: bytes, buf: bytearray, l3_offset: int, gso: int = 0) -> None:
+        """Send a packet to neighbour ``ip``, resolving its link address first if needed
+        (``gso``: a super-segment, only ever passed once the address is known)."""
         e = self.entries.get(ip)
         if e is not None and e.mac is not None:
             if e.state == NudState.STALE:
                 self._enter(e, NudState.DELAY, self.delay_first_probe)
-            self._transmit(e.mac, buf, l3_offset)
+            if gso:
+                self._transmit(e.mac, buf, l3_offset, gso)
+            else:
+                self._transmit(e.mac, buf, l3_offset)
             return
         if e is None:
             e = self._new_entry(ip)

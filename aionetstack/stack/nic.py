@@ -164,14 +164,35 @@ class NIC:
             self._poll_timer.schedule_if_earlier(nxt)
 
     # -- output --------------------------------------------------------------------------
-    def output(self, buf: bytearray, l3_offset: int, next_hop: bytes) -> None:
-        """Send the IP packet at ``buf[l3_offset:]`` to neighbour ``next_hop``."""
+    def output(self, buf: bytearray, l3_offset: int, next_hop: bytes, gso: int = 0) -> None:
+        """Send the IP packet at ``buf[l3_offset:]`` to neighbour ``next_hop``.
+
+        ``gso`` > 0: the packet is a TCP super-segment to be cut into ``gso``-byte payloads
+        (by the link's segmentation offload, or in software by ``Link.send_gso``)."""
         if not self.up:
             self.stack.stats_.link.drop("nic-down")
             return
         if not self.l2:
             self.stack.stats_.link["tx-frames"] += 1
-            self.link.send(buf if l3_offset == 0 else memoryview(buf)[l3_offset:])
+            frame = buf if l3_offset == 0 else memoryview(buf)[l3_offset:]
+            if gso:
+                self.link.send_gso(frame, gso)
+            else:
+                self.link.send(frame)
+            return
+        if gso:
+            assert len(next_hop) in (4, 16)
+            neigh = self.neigh4 if len(next_hop) == 4 else self.neigh6
+            assert neigh is not None
+            mac = neigh.lookup(next_hop)
+            if mac is None:  # unresolved: queue ordinary packets behind the resolution
+                from aionetstack.link.vnet import segment
+
+                for piece in segment(memoryview(buf)[l3_offset:], 0, gso):
+                    pb = bytearray(l3_offset) + piece
+                    self.output(pb, l3_offset, next_hop)
+                return
+            neigh.send(next_hop, buf, l3_offset, gso)
             return
         if len(next_hop) == 4:
             if next_hop == b"\xff\xff\xff\xff" or self.is_directed_broadcast(next_hop):
@@ -187,13 +208,17 @@ class NIC:
             assert self.neigh6 is not None
             self.neigh6.send(next_hop, buf, l3_offset)
 
-    def transmit(self, mac: bytes, buf: bytearray, l3_offset: int) -> None:
+    def transmit(self, mac: bytes, buf: bytearray, l3_offset: int, gso: int = 0) -> None:
         """Frame and send a packet whose link address is known."""
         start = l3_offset - ETH_HLEN
         et = ETHERTYPE_IPV4 if (buf[l3_offset] >> 4) == 4 else ETHERTYPE_IPV6
         pack_ethernet(buf, start, mac, self.mac, et)
         self.stack.stats_.link["tx-frames"] += 1
-        self.link.send(buf if start == 0 else memoryview(buf)[start:])
+        frame = buf if start == 0 else memoryview(buf)[start:]
+        if gso:
+            self.link.send_gso(frame, gso)
+        else:
+            self.link.send(frame)
 
     def send_raw_frame(self, frame: bytearray) -> None:
         """Send a complete link-layer frame (ARP)."""

@@ -297,12 +297,16 @@ class CoreStack:
             self.pmtu[dst] = (mtu, self.now() + self.pmtu_expiry)
 
     def send_ip(self, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
-                ttl: int | None = None, tos: int = 0, df: bool = False) -> None:
-        """Send the transport segment at ``buf[route.headroom:]`` along ``route``."""
+                ttl: int | None = None, tos: int = 0, df: bool = False, gso: int = 0) -> None:
+        """Send the transport segment at ``buf[route.headroom:]`` along ``route``.
+
+        ``gso`` > 0 marks a TCP super-segment larger than the route MTU (up to 64 KiB) that
+        the NIC's link cuts into ``gso``-byte payloads (``Link.send_gso``)."""
         if route.family == 4:
-            self.ipv4.send(route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df)
+            self.ipv4.send(route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df, gso=gso)
         else:
-            self.ipv6.send(route, buf, l4_len, protocol, hop_limit=ttl, traffic_class=tos)
+            self.ipv6.send(route, buf, l4_len, protocol, hop_limit=ttl, traffic_class=tos,
+                           gso=gso)
 
     # -- errors from below -------------------------------------------------------------------
     def on_neighbour_unreachable(self, ip: bytes) -> None:

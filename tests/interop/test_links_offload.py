@@ -243,3 +243,57 @@ async def test_kernel_tcp_super_segments_reach_the_stack(netns: str, offload: bo
             assert st["tx_partial_csum"] > 0  # the kernel finished our TCP checksums
         else:
             assert "rx_gso" not in st
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "plain"])
+async def test_stack_tcp_sends_super_segments_to_the_kernel(netns: str, family: int,
+                                                            offload: bool) -> None:
+    """The stack's TCP hands the TUN 64 KiB super-segments when TSO is on (the kernel cuts
+    them, the stream arrives intact at a kernel socket); without offload, MSS-sized packets."""
+    import hashlib
+
+    kaddr, saddr, plen = (KERNEL4, STACK4, 24) if family == 4 else (KERNEL6, STACK6, 64)
+    dev = link.Tun.create("ans0", peer_address=[f"{kaddr}/{plen}"], netns=netns,
+                          offload=offload)
+    blob = os.urandom(4_000_000)
+    loop = asyncio.get_running_loop()
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    lsock = ns_socket(netns, af, socket.SOCK_STREAM)
+    lsock.setblocking(False)
+    lsock.bind((kaddr, 7001))
+    lsock.listen(1)
+
+    async def kernel_side() -> bytes:
+        conn, _ = await loop.sock_accept(lsock)
+        conn.setblocking(False)
+        h = hashlib.sha256()
+        n = 0
+        try:
+            while chunk := await loop.sock_recv(conn, 1 << 16):
+                h.update(chunk)
+                n += len(chunk)
+        finally:
+            conn.close()
+        return b"%d %s" % (n, h.hexdigest().encode())
+
+    async with Stack() as stack:
+        stack.add_nic(dev, [f"{saddr}/{plen}"])
+        ktask = asyncio.create_task(kernel_side())
+        try:
+            _, writer = await asyncio.wait_for(stack.open_connection(kaddr, 7001), 10)
+            writer.write(blob)
+            await asyncio.wait_for(writer.drain(), 30)
+            writer.write_eof()
+            got = await asyncio.wait_for(ktask, 30)
+            writer.close()
+        finally:
+            ktask.cancel()
+            lsock.close()
+        assert got == b"%d %s" % (len(blob), hashlib.sha256(blob).hexdigest().encode())
+        st = dev.stats()
+        if offload:
+            assert st["tx_gso"] > 0  # super-segments went to the kernel
+            assert st.get("tx_sw_segmented", 0) == 0
+        else:
+            assert st.get("tx_gso", 0) == 0

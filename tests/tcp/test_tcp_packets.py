@@ -872,9 +872,14 @@ def test_default_mss_without_option(wire: Wire) -> None:
     ep = lst.accept()
     assert ep.snd.mss == 536  # RFC 9293 §3.7.1 (MUST-15)
     ep.write(b"z" * 1000)
-    assert [len(s.payload) for s in wire.recv()] == [536]  # Nagle holds the short tail
+    # Minshall's Nagle: the short tail goes, since no earlier short segment is unacknowledged
+    assert [len(s.payload) for s in wire.recv()] == [536, 464]
+    ep.write(b"y" * 10)
+    assert wire.recv() == []  # ... but the next short one waits for the 464 to be acked
     wire.send(seq=PEER_ISS + 1, ack=ISS + 537, flags=ACK)
-    assert [len(s.payload) for s in wire.recv()] == [464]
+    assert wire.recv() == []
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1001, flags=ACK)
+    assert [len(s.payload) for s in wire.recv()] == [10]
 
 
 def test_urgent_data_stays_in_the_stream(wire: Wire) -> None:

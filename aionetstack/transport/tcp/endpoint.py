@@ -574,6 +574,10 @@ class TcpEndpoint:
         self.snd.sack_ok = opts.sack_permitted
         ts_len = 12 if self.ts_enabled else 0
         local = self._local_mss()
+        route = self.route
+        gso = route.nic.link.caps.gso_max_size if route is not None else 0
+        # a super-segment's payload: the link's limit less IP and TCP headers (with options)
+        self.snd.gso_limit = max(gso - (20 if self.family == 4 else 40) - 60, 0) if gso else 0
         self.snd.set_mss(max(min(self.peer_mss, local) - ts_len, 64))
         self.rcv.mss = max(local - ts_len, 64)
 
@@ -620,8 +624,12 @@ class TcpEndpoint:
         pack_tcp(buf, route.headroom, src=route.local, dst=route.remote, sport=self.local[1],
                  dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
                  options=options, payload=payload, checksum=not route.nic.tx_offload)
+        mss = self.snd.mss
         try:
-            self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
+            if len(payload) > mss:  # a super-segment for the link to cut (TSO)
+                self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True, gso=mss)
+            else:
+                self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
         except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
             self.proto.stats.drop(f"send-{type(exc).__name__}")
         else:
@@ -841,6 +849,7 @@ class TcpEndpoint:
         mss = min(self._local_mss(), self.peer_mss) - (12 if self.ts_enabled else 0)
         if mss < snd.mss:
             snd.mss = snd.cc.mss = max(mss, 64)
+            snd.seg_max = max(snd.mss, snd.gso_limit // snd.mss * snd.mss)
             snd.go_back()  # resend what was too big, now in smaller segments
             self._output(self.stack.now())
 
@@ -909,7 +918,9 @@ class TcpEndpoint:
             self._ack_now = True
         elif payload:
             self._ack_bytes += len(payload)
-            if self._ack_bytes >= 2 * rcv.mss:
+            if self._ack_bytes > rcv.mss:
+                # more than one full segment unacknowledged: ACK now (RFC 9293 §3.8.6.3
+                # "at least every second full-sized segment"; Linux __tcp_ack_snd_check)
                 self._ack_now = True
         if rcv.fin_received and not before:
             self._ack_now = True

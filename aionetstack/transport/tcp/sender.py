@@ -45,9 +45,10 @@ Emit = Callable[[int, int, memoryview], None]  # (seq, flags, payload)
 class Sender:
     __slots__ = (
         "account", "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "dupacks",
-        "emit", "fin_queued", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss", "nodelay",
-        "recover", "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "rxt_log", "sack_ok",
-        "sb", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale",
+        "emit", "fin_queued", "gso_limit", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss",
+        "nodelay", "recover", "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "rxt_log",
+        "sack_ok", "sb", "seg_max", "snd_max", "snd_nxt", "snd_sml", "snd_una", "snd_wl1",
+        "snd_wl2", "snd_wnd", "snd_wscale",
     )
 
     def __init__(self, emit: Emit, capacity: int, rtt: RttEstimator) -> None:
@@ -61,6 +62,10 @@ class Sender:
         self.snd_wscale = 0
         self.max_snd_wnd = 0
         self.mss = 536
+        # segmentation offload: ``seg_max`` payload bytes per emitted (super-)segment, a
+        # multiple of ``mss`` up to ``gso_limit``; the link cuts it into MSS-sized segments
+        self.gso_limit = 0
+        self.seg_max = 536
         self.cc: CongestionControl = Reno(self.mss)
         self.buffer = bytearray()
         self.account: TcpMemory | None = None  # the stack's TCP memory (Limits)
@@ -87,10 +92,12 @@ class Sender:
         self.snd_una = iss
         self.snd_nxt = self.snd_max = seq_add(iss, 1)
         self.buf_seq = seq_add(iss, 1)
+        self.snd_sml = iss  # end of the last short segment sent (Minshall's Nagle)
         self.recover = iss
 
     def set_mss(self, mss: int) -> None:
         self.mss = mss
+        self.seg_max = max(mss, self.gso_limit // mss * mss)
         self.cc.set_mss(mss)
 
     # -- queries -----------------------------------------------------------------------------
@@ -136,7 +143,7 @@ class Sender:
         sent = False
         buf = self.buffer
         while True:
-            room = self.mss
+            room = self.seg_max
             flight = seq_sub(self.snd_nxt, self.snd_una)
             if self.sb.blocks and seq_lt(self.snd_nxt, self.snd_max):
                 # resending after a timeout: skip what the receiver holds (SACKed)
@@ -148,6 +155,8 @@ class Sender:
                 break  # FIN already sent
             usable = min(self.snd_wnd, self.cc.cwnd) - flight
             n = min(unsent, room, max(usable, 0))
+            if n > self.mss and n < unsent:
+                n -= n % self.mss  # a super-segment: whole segments, the tail waits
             fin = self.fin_queued and n == unsent
             if n <= 0 and not fin:
                 break
@@ -155,8 +164,11 @@ class Sender:
                 # window-limited short segment: sender SWS avoidance
                 if flight > 0 and n < self.max_snd_wnd // 2:
                     break
-            elif n == unsent and n < self.mss and not fin and not self.nodelay and flight > 0:
-                break  # Nagle: a short segment waits for the ACK of what is in flight
+            elif (n == unsent and n < self.mss and not fin and not self.nodelay and flight > 0
+                  and seq_gt(self.snd_sml, self.snd_una)):
+                # Nagle (RFC 9293 §3.7.4) in Minshall's form, as Linux: a short segment waits
+                # while an earlier short segment is unacknowledged
+                break
             self._send(off, n, fin, now)
             sent = True
         return sent
@@ -172,6 +184,8 @@ class Sender:
         self.emit(seq, flags, memoryview(self.buffer)[off:off + n])
         end = seq_add(seq, n + (1 if fin else 0))
         self.snd_nxt = end
+        if n % self.mss:
+            self.snd_sml = end
         if seq_gt(end, self.snd_max):
             self.snd_max = end
         if retrans:

@@ -1,0 +1,124 @@
+"""TCP segmentation offload: with ``caps.gso_max_size`` the sender emits super-segments.
+
+The engine hands the link segments of up to 64 KiB (a whole number of MSS-sized payloads, the
+tail of the queue excepted) through ``Link.send_gso``; an unimpaired offload pipe carries them
+whole (veth-style, the peer accepts them like GRO packets), an impaired one and any link
+without offload cut them in software, so no packet on the wire exceeds the MTU.  The captured
+wire packets are checked by scapy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+from tcp_helpers import Pair
+from test_tcp_transfer import pump
+
+from aionetstack.errors import ConnectStarted
+from aionetstack.link import pcap, pipe
+from aionetstack.link.base import Link
+from aionetstack.testing import VirtualNetwork
+from aionetstack.transport.tcp import TcpEndpoint, TcpState, install_tcp
+
+ADDRS = {4: ("198.18.0.1", "198.18.0.2", 24), 6: ("fd00::1", "fd00::2", 64)}
+
+
+def make(family: int, *, l2: bool = False, wrap_a: Path | None = None, **kw: object) -> Pair:
+    """Two stacks on an offload pipe (``wrap_a``: capture a's side to that file)."""
+    net = VirtualNetwork(seed=7)
+    a, b = net.stack(), net.stack()
+    ea, eb = pipe(seed=7, l2=l2 or family == 6, offload=True, **kw)  # type: ignore[arg-type]
+    la: Link = pcap(ea, wrap_a) if wrap_a is not None else ea
+    A, B, plen = ADDRS[family]
+    a.add_nic(la, [f"{A}/{plen}"])
+    b.add_nic(eb, [f"{B}/{plen}"])
+    return Pair(net, a, b, install_tcp(a), install_tcp(b), (ea, eb))
+
+
+def connect(p: Pair, family: int) -> tuple[TcpEndpoint, TcpEndpoint]:
+    lst = p.tb.new_endpoint(family)
+    lst.bind(None, 80)
+    lst.listen(4)
+    cli = p.ta.new_endpoint(family)
+    with pytest.raises(ConnectStarted):
+        cli.connect(ADDRS[family][1], 80)
+    assert p.run(lambda: bool(lst.listen_queue and lst.listen_queue.accept_queue), 30)
+    srv = lst.accept()
+    assert p.run(lambda: cli.state is TcpState.ESTABLISHED, 30)
+    return cli, srv
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("l2", [False, True])
+def test_super_segments_cross_an_offload_pipe_whole(family: int, l2: bool) -> None:
+    p = make(family, l2=l2)
+    cli, srv = connect(p, family)
+    mss = cli.snd.mss
+    assert cli.snd.seg_max > 40 * mss and cli.snd.seg_max % mss == 0
+    data = random.Random(family).randbytes(3_000_000)
+    assert pump(p, cli, srv, data) == data
+    st = p.links[0].stats()
+    # far fewer frames than MSS-sized segments; the average data frame is a super-segment
+    assert st["tx_frames"] < len(data) // mss // 10
+    assert st["tx_bytes"] / st["tx_frames"] > 10 * mss
+    assert cli.info()["retransmits"] == 0
+
+
+def test_the_tail_and_a_window_limit_keep_segments_whole() -> None:
+    """Every super-segment but the last of a write carries whole MSS payloads."""
+    p = make(4)
+    cli, srv = connect(p, 4)
+    sizes: list[int] = []
+    orig = cli.snd.emit
+
+    def emit(seq: int, flags: int, payload: memoryview) -> None:
+        sizes.append(len(payload))
+        orig(seq, flags, payload)
+
+    cli.snd.emit = emit  # type: ignore[method-assign]
+    data = bytes(200_001)
+    assert pump(p, cli, srv, data) == data
+    mss = cli.snd.mss
+    data_sizes = [n for n in sizes if n]
+    assert sum(data_sizes) == len(data)
+    assert all(n % mss == 0 for n in data_sizes[:-1])
+    assert max(data_sizes) > mss
+
+
+def test_impaired_offload_pipe_cuts_in_software_and_recovers() -> None:
+    p = make(4, loss=0.02, delay=0.005, reorder=0.02)
+    cli, srv = connect(p, 4)
+    data = random.Random(3).randbytes(600_000)
+    got = pump(p, cli, srv, data)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    st = p.links[0].stats()
+    assert st.get("dropped_mtu", 0) == 0
+    assert st["tx_bytes"] / st["tx_frames"] <= 1500  # nothing above the MTU on the wire
+    assert cli.info()["retransmits"] > 0  # the loss was real and repaired
+
+
+def test_capture_shows_mtu_sized_segments_with_valid_checksums(tmp_path: Path) -> None:
+    scapy = pytest.importorskip("scapy.all")
+    path = tmp_path / "gso.pcap"
+    p = make(4, wrap_a=path)
+    cli, srv = connect(p, 4)
+    data = random.Random(5).randbytes(300_000)
+    assert pump(p, cli, srv, data) == data
+    cli.close()
+    srv.close()
+    p.run(lambda: cli.state in (TcpState.CLOSED, TcpState.TIME_WAIT), 30)
+    for nic in p.a.nics.values():
+        nic.link.close()  # flushes the capture
+    packets = scapy.rdpcap(str(path))
+    sent = [pk for pk in packets if pk.haslayer(scapy.TCP) and pk[scapy.IP].src == "198.18.0.1"]
+    payload = b"".join(bytes(pk[scapy.TCP].payload) for pk in sent)
+    assert payload == data
+    for pk in sent:
+        assert len(pk[scapy.IP]) <= 1500
+        raw_ck = pk[scapy.TCP].chksum
+        ip = pk[scapy.IP]
+        ip[scapy.TCP].chksum = None
+        assert scapy.IP(bytes(ip))[scapy.TCP].chksum == raw_ck  # scapy recomputes: identical
