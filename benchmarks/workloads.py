@@ -51,10 +51,10 @@ class KernelLoopback:
 class StackPipe:
     """Two stacks on one in-memory pipe: clients on ``a``, servers on ``b``."""
 
-    def __init__(self, mtu: int = 1500) -> None:
+    def __init__(self, mtu: int = 1500, offload: bool = False) -> None:
         from aionetstack import Stack, link
 
-        self.a_end, self.b_end = link.pipe(mtu=mtu, seed=1)
+        self.a_end, self.b_end = link.pipe(mtu=mtu, seed=1, offload=offload)
         self.a = Stack(seed=1)
         self.b = Stack(seed=2)
         self.a.add_nic(self.a_end, [f"{STACK_A}/24"])
@@ -80,8 +80,9 @@ class StackPipe:
 
 
 @contextlib.asynccontextmanager
-async def open_net(kind: str, mtu: int = 1500) -> AsyncIterator[Net]:
-    net: KernelLoopback | StackPipe = KernelLoopback() if kind == "kernel" else StackPipe(mtu)
+async def open_net(kind: str, mtu: int = 1500, offload: bool = False) -> AsyncIterator[Net]:
+    net: KernelLoopback | StackPipe = (KernelLoopback() if kind == "kernel"
+                                       else StackPipe(mtu, offload))
     try:
         yield net
     finally:

@@ -1,0 +1,343 @@
+"""The state every TCP endpoint carries, segment output and state changes.
+
+``EndpointCore`` holds the connection's variables (``__slots__``, set up by
+``TcpEndpoint.__init__``) and what every other part uses: building and emitting segments
+(options, SACK blocks, the advertised window, super-segments for links with segmentation
+offload), pure and challenge ACKs, running the sender, window updates after reads, and the state
+changes (ESTABLISHED, TIME-WAIT, CLOSED with its clean-up).  The timers live in ``timeouts``,
+segment arrival in ``input``, the user API in ``endpoint``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from aionetstack.errors import (
+    NetstackError,
+)
+from aionetstack.stack.ports import Reservation
+from aionetstack.stack.route import Route
+from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
+from aionetstack.transport.tcp.listen import ListenQueue
+from aionetstack.transport.tcp.receiver import Receiver
+from aionetstack.transport.tcp.rtt import RttEstimator
+from aionetstack.transport.tcp.sender import Sender
+from aionetstack.transport.tcp.state import (
+    CAN_RECEIVE,
+    TcpState,
+    check_transition,
+)
+from aionetstack.wire.checksum import PROTO_TCP
+from aionetstack.wire.seqnum import MASK, seq_add, seq_le, seq_lt
+from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpOptions, pack_tcp
+
+if TYPE_CHECKING:
+    from aionetstack.stack.stack import CoreStack
+    from aionetstack.stack.timers import Timer
+    from aionetstack.transport.tcp.endpoint import TcpEndpoint
+    from aionetstack.transport.tcp.protocol import TcpProtocol
+
+Addr = tuple[bytes, int]
+S = TcpState
+# States in which the sender may transmit (data, FIN or retransmissions).
+_OUTPUT_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+_RST_ON_ABORT = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2,
+                           S.CLOSE_WAIT})
+
+
+def local_mss(mtu: int, family: int) -> int:
+    """The MSS to offer for a path MTU (RFC 9293 §3.7.1, RFC 6691): MTU less 40 (IPv4) or 60
+    (IPv6) bytes of headers, and no more than the largest datagram allows (65495 on a 64 KiB
+    loopback, as Linux advertises)."""
+    if family == 4:
+        return min(mtu, 0xFFFF) - 40
+    return min(mtu - 60, 0xFFFF - 20)
+
+
+def _wscale_for(capacity: int) -> int:
+    s = 0
+    while s < 14 and (0xFFFF << s) < capacity:
+        s += 1
+    return s
+
+
+
+class EndpointCore:
+    """Connection state and output; see the module docstring."""
+
+
+    __slots__ = (
+        "_ack_bytes", "_ack_now", "_delack_timer", "_ka_probes", "_ka_timer", "_keepalive",
+        "_last_rx", "_linger_timer", "_pending_fin", "_rexmit_ts", "_rto_since", "_rto_timer",
+        "_syn_time", "_zwp_since", "bound_address", "error", "family", "keepcnt", "keepidle",
+        "keepintvl",
+        "last_ack_sent", "linger", "listen_queue", "local", "parent", "peer_mss", "proto", "rcv",
+        "remote", "reservation", "reuse_address", "route", "rtt", "sack_ok", "snd", "soft_error",
+        "stack", "state", "ts_enabled", "ts_offset", "ts_recent", "ttl", "user_closed",
+        "user_timeout", "waiter", "ws_ok",
+    )
+
+    proto: TcpProtocol
+    stack: CoreStack
+    family: int
+    state: TcpState
+    waiter: WaiterQueue
+    local: Addr | None
+    remote: Addr | None
+    bound_address: bytes | None
+    reservation: Reservation | None
+    reuse_address: bool
+    route: Route | None
+    error: NetstackError | None
+    soft_error: NetstackError | None
+    listen_queue: ListenQueue | None
+    parent: TcpEndpoint | None
+    user_closed: bool
+    user_timeout: float | None
+    linger: float | None
+    ttl: int | None
+    rtt: RttEstimator
+    snd: Sender
+    rcv: Receiver
+    peer_mss: int
+    ws_ok: bool
+    sack_ok: bool
+    ts_enabled: bool
+    ts_recent: int
+    ts_offset: int
+    last_ack_sent: int
+    _ack_bytes: int
+    _ack_now: bool
+    _pending_fin: bool
+    _syn_time: float
+    _rto_since: float
+    _zwp_since: float | None
+    _rexmit_ts: int | None
+    _rto_timer: Timer
+    _delack_timer: Timer
+    _linger_timer: Timer
+    _ka_timer: Timer
+    _keepalive: bool
+    keepidle: float
+    keepintvl: float
+    keepcnt: int
+    _ka_probes: int
+    _last_rx: float
+
+    # the user API (``TcpEndpoint``) provides these
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def shutdown_write(self) -> None:
+        raise NotImplementedError
+
+    # -- segment output ---------------------------------------------------------------------------
+    def _local_mss(self) -> int:
+        assert self.route is not None
+        return local_mss(self.route.mtu, self.family)
+
+    def _tsval(self, now: float) -> int:
+        return (int(now * 1000) + self.ts_offset) & MASK
+
+    def _syn_options(self, ack: bool) -> TcpOptions:
+        o = TcpOptions(mss=min(self._local_mss(), 0xFFFF))
+        if not ack or self.ws_ok:
+            o.wscale = self.rcv.rcv_wscale
+        if not ack or self.sack_ok:
+            o.sack_permitted = True
+        if not ack or self.ts_enabled:
+            o.timestamp = (self._tsval(self.stack.now()), self.ts_recent if ack else 0)
+        return o
+
+    def _negotiate(self, opts: TcpOptions) -> None:
+        """Options from the peer's SYN (RFC 7323 §2.2, §3.2; RFC 2018; RFC 9293 §3.7.1)."""
+        self.peer_mss = opts.mss if opts.mss else (536 if self.family == 4 else 1220)
+        if opts.wscale is not None:
+            self.ws_ok = True
+            self.snd.snd_wscale = min(opts.wscale, 14)
+        else:
+            self.ws_ok = False
+            self.snd.snd_wscale = 0
+            self.rcv.rcv_wscale = 0
+        self.ts_enabled = opts.timestamp is not None
+        if opts.timestamp is not None:
+            self.ts_recent = opts.timestamp[0]
+        self.sack_ok = opts.sack_permitted
+        self.snd.sack_ok = opts.sack_permitted
+        ts_len = 12 if self.ts_enabled else 0
+        local = self._local_mss()
+        route = self.route
+        gso = route.nic.link.caps.gso_max_size if route is not None else 0
+        # a super-segment's payload: the link's limit less IP and TCP headers (with options)
+        self.snd.gso_limit = max(gso - (20 if self.family == 4 else 40) - 60, 0) if gso else 0
+        self.snd.set_mss(max(min(self.peer_mss, local) - ts_len, 64))
+        self.rcv.mss = max(local - ts_len, 64)
+
+    def _send_syn(self, ack: bool) -> None:
+        self._emit(self.snd.iss, SYN | (ACK if ack else 0), b"", self._syn_options(ack))
+
+    def _emit_data(self, seq: int, flags: int, payload: memoryview) -> None:
+        self._emit(seq, flags, payload)
+
+    def _emit(self, seq: int, flags: int, payload: bytes | memoryview = b"",
+              options: TcpOptions | None = None) -> None:
+        route = self.route
+        if route is None or self.local is None or self.remote is None:
+            return
+        now = self.stack.now()
+        rcv = self.rcv
+        if flags & RST:
+            window = 0
+            options = None
+        else:
+            rexmit = bool(payload or flags & FIN) and seq_lt(seq, self.snd.snd_max)
+            if rexmit:
+                self.proto.stats["retransmitted"] += 1
+            if options is None:
+                if self.ts_enabled:
+                    tsval = self._tsval(now)
+                    options = TcpOptions(timestamp=(tsval, self.ts_recent))
+                    if rexmit:
+                        self._rexmit_ts = tsval
+                # SACK blocks only as far as they fit beside the payload within the MTU
+                fit = (route.max_payload - 20 - (12 if self.ts_enabled else 0) - len(payload)
+                       - 4) // 8
+                if self.sack_ok and rcv.ooo and flags & ACK and fit > 0:
+                    blocks = rcv.sack_blocks(min(3 if self.ts_enabled else 4, fit))
+                    if options is None:
+                        options = TcpOptions(sack_blocks=blocks)
+                    else:
+                        options.sack_blocks = blocks
+            window = rcv.advertise(syn=True) if flags & SYN else rcv.advertise()
+        ack = rcv.rcv_nxt if flags & ACK else 0
+        hl = 20 + (options.packed_len() if options is not None else 0)
+        l4 = hl + len(payload)
+        buf = route.new_packet(l4)
+        pack_tcp(buf, route.headroom, src=route.local, dst=route.remote, sport=self.local[1],
+                 dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
+                 options=options, payload=payload, checksum=not route.nic.tx_offload)
+        mss = self.snd.mss
+        try:
+            if len(payload) > mss:  # a super-segment for the link to cut (TSO)
+                self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True, gso=mss)
+            else:
+                self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
+        except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
+            self.proto.stats.drop(f"send-{type(exc).__name__}")
+        else:
+            self.proto.stats["sent"] += 1
+        if flags & ACK:
+            self.last_ack_sent = ack
+            self._ack_bytes = 0
+            self._ack_now = False
+            self._delack_timer.cancel()
+        if (payload or flags & (SYN | FIN)) and not self._rto_timer.armed:
+            self._rto_timer.schedule(now + self.rtt.timeout())
+
+    def _send_ack(self) -> None:
+        """A pure ACK.  Its sequence number is the highest one sent (SND.NXT may have been pulled
+        back by a timeout, and an ACK behind the peer's RCV.NXT would be unacceptable to it),
+        but not beyond the peer's window (Linux ``tcp_acceptable_seq``)."""
+        snd = self.snd
+        edge = seq_add(snd.snd_una, snd.snd_wnd)
+        self._emit(snd.snd_max if seq_le(snd.snd_max, edge) else edge, ACK)
+
+    def _challenge_ack(self) -> None:
+        if self.proto.challenge_ack_allowed():
+            self.proto.stats["challenge-acks"] += 1
+            self._send_ack()
+
+    def _output(self, now: float) -> bool:
+        """Run the sender; arm the persist timer when data waits on a closed window."""
+        sent = False
+        if self.state in _OUTPUT_STATES:
+            sent = self.snd.output(now)
+            snd = self.snd
+            if (not snd.outstanding() and (snd.unsent() > 0)
+                    and not self._rto_timer.armed):
+                self._rto_timer.schedule(now + self.rtt.timeout())
+        return sent
+
+    def _maybe_window_update(self) -> None:
+        """After the user read: tell the peer about a much larger window (RFC 9293 §3.8.6.2.2)."""
+        rcv = self.rcv
+        if self.state not in CAN_RECEIVE:
+            return
+        if rcv.rcv_wnd < rcv.max_window() // 2 and rcv.window_increase() > 0:
+            self._send_ack()
+
+    # -- state changes ----------------------------------------------------------------------------
+    def _set_state(self, new: TcpState) -> None:
+        check_transition(self.state, new)
+        self.state = new
+
+    def _established(self, now: float) -> None:
+        self._set_state(S.ESTABLISHED)
+        snd = self.snd
+        if snd.retries == 0 and self._syn_time >= 0:
+            self.rtt.sample(now - self._syn_time)
+        elif snd.retries and self.rtt.srtt is None:
+            self.rtt.rto = max(self.rtt.rto, 3.0)  # RFC 6298 §5.7: the SYN was retransmitted
+        snd.retries = 0
+        self.rtt.backoff = 0
+        self._rto_timer.cancel()
+        self._last_rx = now
+        if self._keepalive:
+            self._ka_timer.schedule(now + self.keepidle)
+        parent = self.parent
+        if parent is not None:
+            if parent.state is S.LISTEN and parent.listen_queue is not None:
+                parent.listen_queue.established(cast("TcpEndpoint", self))
+                parent.waiter.notify(EVENT_IN)
+            else:
+                self.parent = None
+                self.abort()
+                return
+        if self._pending_fin:
+            self._pending_fin = False
+            self.shutdown_write()
+        self.waiter.notify(EVENT_OUT)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._set_state(S.TIME_WAIT)
+        self._rto_timer.cancel()
+        self._linger_timer.schedule(now + 2 * self.proto.msl)
+
+    def recycle(self) -> None:
+        """End TIME-WAIT early because a new incarnation of the 4-tuple is starting."""
+        self._finish()
+
+    def _fail(self, err: NetstackError) -> None:
+        self.error = err
+        self._finish()
+
+    def _finish(self) -> None:
+        """Enter CLOSED: cancel timers, leave the demux tables, release the port."""
+        if self.state is not S.CLOSED:
+            self._set_state(S.CLOSED)
+        self._rto_timer.cancel()
+        self._delack_timer.cancel()
+        self._linger_timer.cancel()
+        self._ka_timer.cancel()
+        self.rcv.release()
+        self.snd.release()
+        proto = self.proto
+        if self.local is not None and self.remote is not None:
+            key = (self.local[0], self.local[1], self.remote[0], self.remote[1])
+            if proto.connections.get(key) is self:
+                del proto.connections[key]
+        if self.reservation is not None:
+            lkey = (self.bound_address, self.reservation.port, self.family)
+            if proto.listeners.get(lkey) is self:
+                del proto.listeners[lkey]
+            if self.user_closed or self.remote is not None:
+                self.stack.ports.release(self.reservation)
+                self.reservation = None
+        if self.parent is not None and self.parent.listen_queue is not None:
+            self.parent.listen_queue.forget(cast("TcpEndpoint", self))
+            self.parent = None
+            self.user_closed = True
+        if self.user_closed:
+            proto.endpoints.discard(self)
+        self.waiter.notify(EVENT_IN | EVENT_OUT | EVENT_HUP | (EVENT_ERR if self.error else 0))
+
