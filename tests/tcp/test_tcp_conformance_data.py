@@ -360,3 +360,82 @@ def test_window_shrunk_to_zero_with_data_in_flight_is_survived(wire: Wire) -> No
     assert segs and segs[0].seq == ISS + 1 + MSS  # resent from SND.UNA once it reopens
     data = b"".join(bytes(s.payload) for s in segs)
     assert data == b"k" * (3 * MSS) + b"more"
+
+
+# -- endpoint API: max_segment (TCP_MAXSEG), peek, info ------------------------------------------
+def test_max_segment_caps_the_offered_and_used_mss(wire: Wire) -> None:
+    from aionetstack.errors import InvalidArgument, InvalidEndpointState
+
+    wire.tcp.isn_override = ISS
+    lst = wire.tcp.new_endpoint()
+    with pytest.raises(InvalidArgument):
+        lst.max_segment = 20
+    lst.max_segment = 600
+    lst.bind(None, 80)
+    lst.listen(4)
+    wire.send(seq=PEER_ISS, flags=SYN, options=TcpOptions(mss=MSS, wscale=7, sack_permitted=True))
+    sa = only(wire.recv())
+    assert sa.options.mss == 600  # offered on the SYN-ACK
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK)
+    child = lst.accept()
+    assert child.max_segment == 600 and child.snd.mss == 600  # inherited and used
+    with pytest.raises(InvalidEndpointState):
+        child.max_segment = 700
+    child.nodelay = True
+    child.write(b"q" * 1500)
+    assert [len(s.payload) for s in wire.recv()] == [600, 600, 300]
+
+
+def test_max_segment_on_connect_and_with_syn_cookies(wire: Wire) -> None:
+    from aionetstack.errors import ConnectStarted
+
+    wire.tcp.isn_override = ISS
+    ep = wire.tcp.new_endpoint()
+    ep.max_segment = 1000
+    with pytest.raises(ConnectStarted):
+        ep.connect("198.18.0.2", 80)
+    syn = only(wire.recv())
+    assert syn.options.mss == 1000
+    # cookies: a listener with a full SYN queue answers statelessly with its capped MSS
+    lst = wire.tcp.new_endpoint()
+    lst.max_segment = 700
+    lst.bind(None, 81)
+    lst.listen(1)
+    for i in range(4):
+        wire.send(sport=5000 + i, dport=81, seq=PEER_ISS, flags=SYN,
+                  options=TcpOptions(mss=MSS))
+    mss_seen = [s.options.mss for s in wire.recv() if s.flags == SYN | ACK]
+    assert mss_seen and set(mss_seen) == {700}
+
+
+def test_peek_leaves_the_bytes_for_read(wire: Wire) -> None:
+    from aionetstack.errors import WouldBlock
+
+    _, ep = establish(wire)
+    with pytest.raises(WouldBlock):
+        ep.peek()
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK | PSH, payload=b"hello world")
+    assert ep.peek(5) == b"hello"
+    assert ep.peek() == b"hello world"
+    assert ep.peek(0) == b""
+    assert ep.unread() == 11
+    assert ep.read() == b"hello world"
+    wire.send(seq=PEER_ISS + 12, ack=ISS + 1, flags=ACK | FIN)
+    assert ep.peek() == b""  # EOF
+
+
+def test_info_reports_sack_holes_and_recovery(wire: Wire) -> None:
+    _, ep = establish(wire)
+    ep.nodelay = True
+    ep.write(b"d" * (4 * MSS))
+    assert len(wire.recv()) == 4
+    info = ep.info()
+    assert info["unacked"] == 4 * MSS and info["sack_holes"] == 0
+    assert info["congestion_control"] == wire.tcp.congestion_control
+    # the peer lost the first segment and SACKs the other three
+    for k in range(1, 4):
+        wire.send(seq=PEER_ISS + 1, ack=ISS + 1, flags=ACK,
+                  options=TcpOptions(sack_blocks=((ISS + 1 + MSS, ISS + 1 + (k + 1) * MSS),)))
+    info = ep.info()
+    assert info["sack_holes"] == 1 and info["sacked_bytes"] == 3 * MSS
+    assert info["in_recovery"] and info["retransmits"] >= 1

@@ -74,11 +74,12 @@ class EndpointCore:
         "last_ack_sent", "linger", "listen_queue", "local", "parent", "peer_mss", "proto", "rcv",
         "remote", "reservation", "reuse_address", "route", "rtt", "sack_ok", "snd", "soft_error",
         "stack", "state", "ts_enabled", "ts_offset", "ts_recent", "ttl", "user_closed",
-        "user_timeout", "waiter", "ws_ok",
+        "user_mss", "user_timeout", "waiter", "ws_ok",
     )
 
     proto: TcpProtocol
     stack: CoreStack
+    user_mss: int | None
     family: int
     state: TcpState
     waiter: WaiterQueue
@@ -134,7 +135,8 @@ class EndpointCore:
     # -- segment output ---------------------------------------------------------------------------
     def _local_mss(self) -> int:
         assert self.route is not None
-        return local_mss(self.route.mtu, self.family)
+        mss = local_mss(self.route.mtu, self.family)
+        return mss if self.user_mss is None else min(mss, self.user_mss)
 
     def _tsval(self, now: float) -> int:
         return (int(now * 1000) + self.ts_offset) & MASK

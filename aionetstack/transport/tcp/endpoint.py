@@ -123,6 +123,7 @@ class TcpEndpoint(SegmentInput):
         self.user_timeout: float | None = None
         self.linger: float | None = None  # SO_LINGER: 0 makes close() an abortive RST
         self.ttl: int | None = None
+        self.user_mss = None  # TCP_MAXSEG: caps the MSS we offer and use
         self.rtt = RttEstimator(initial_rto=proto.initial_rto, min_rto=proto.min_rto,
                                 max_rto=proto.max_rto)
         self.snd = Sender(self._emit_data, proto.sndbuf, self.rtt)
@@ -162,6 +163,21 @@ class TcpEndpoint(SegmentInput):
         return f"<TcpEndpoint {self.state.value} {loc}{rem}>"
 
     # -- options ----------------------------------------------------------------------------------
+    @property
+    def max_segment(self) -> int | None:
+        """The user's MSS cap (TCP_MAXSEG), or None: the MSS follows the route MTU."""
+        return self.user_mss
+
+    @max_segment.setter
+    def max_segment(self, value: int | None) -> None:
+        if value is not None and not 88 <= value <= 65495:
+            raise InvalidArgument(f"max_segment must be in [88, 65495], not {value!r}")
+        if self.state not in (S.CLOSED, S.LISTEN):
+            raise InvalidEndpointState(
+                f"max_segment applies to the handshake; set it before connect or listen "
+                f"(state {self.state.value})")
+        self.user_mss = value
+
     @property
     def nodelay(self) -> bool:
         return self.snd.nodelay
@@ -337,6 +353,7 @@ class TcpEndpoint(SegmentInput):
         if self.snd.cc.name != child.snd.cc.name:
             child.snd.cc = make_cc(self.snd.cc.name, child.snd.mss)
         child.ttl = self.ttl
+        child.user_mss = self.user_mss
         child.user_timeout = self.user_timeout
         child.linger = self.linger
         child._keepalive = self._keepalive
@@ -394,6 +411,15 @@ class TcpEndpoint(SegmentInput):
             data = rcv.read(n)
             self._maybe_window_update()
             return data
+        return self._read_empty()
+
+    def peek(self, n: int = -1) -> bytes:
+        """Like ``read`` but leaves the bytes in the receive buffer (MSG_PEEK)."""
+        rcv = self.rcv
+        if rcv.buffer and n != 0:
+            return bytes(rcv.buffer[:n] if n >= 0 else rcv.buffer)
+        if n == 0:
+            return b""
         return self._read_empty()
 
     def read_into(self, buf: bytearray | memoryview) -> int:
@@ -516,5 +542,12 @@ class TcpEndpoint(SegmentInput):
             "bytes_acked": snd.bytes_acked,
             "bytes_received": rcv.bytes_received,
             "retransmits": snd.retransmits,
+            "rcv_mss": rcv.mss,
+            "congestion_control": snd.cc.name,
+            "in_recovery": snd.in_recovery,
+            "sack_holes": len(snd.sb.holes(snd.snd_una)),
+            "sacked_bytes": snd.sb.sacked,
+            "unacked": snd.flight,
+            "unread": len(rcv.buffer),
         }
 

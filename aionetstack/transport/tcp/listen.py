@@ -145,6 +145,8 @@ def send_cookie(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader, now: float
     from aionetstack.transport.tcp.endpoint import local_mss
 
     ours = local_mss(route.mtu, route.family)
+    if listener.user_mss is not None:
+        ours = min(ours, listener.user_mss)
     mss = min(h.options.mss or (536 if route.family == 4 else 1220), ours)
     cookie = proto.cookies.make(pkt.dst, h.dport, pkt.src, h.sport, h.seq, mss, now)
     opts = TcpOptions(mss=ours)
