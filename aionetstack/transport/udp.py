@@ -2,9 +2,10 @@
 
 Demux order for a unicast datagram: the connected 4-tuple, then an endpoint bound to the exact
 local address, then one bound to the wildcard.  Broadcast and multicast datagrams go to every
-endpoint bound to the port.  A unicast datagram nobody wants is answered with ICMP port
-unreachable (rate-limited by the ICMP layer).  Checksums are verified unless the link is trusted;
-a zero checksum means "none" for IPv4 and is invalid for IPv6 (RFC 8200 §8.1).
+endpoint bound to the port.  A unicast datagram nobody wants goes to the stack's
+``UdpForwarder`` when it has one for that NIC (``udp_forwarder.py``), else is answered with ICMP
+port unreachable (rate-limited by the ICMP layer).  Checksums are verified unless the link is
+trusted; a zero checksum means "none" for IPv4 and is invalid for IPv6 (RFC 8200 §8.1).
 
 ICMP errors are reported to *connected* endpoints only (as Linux does without IP_RECVERR): the
 next ``recvfrom``/``sendto`` raises it once (port unreachable -> ConnectionRefusedError).
@@ -36,6 +37,7 @@ from aionetstack.wire.udp import pack_udp, parse_udp, udp_checksum_ok
 
 if TYPE_CHECKING:
     from aionetstack.stack.stack import CoreStack
+    from aionetstack.transport.udp_forwarder import UdpForwarder
 
 Addr = tuple[bytes, int]
 MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
@@ -246,6 +248,7 @@ class UdpProtocol:
         self._connected: dict[tuple[bytes, int, bytes, int], UdpEndpoint] = {}
         self._bound: dict[tuple[bytes | None, int, int], list[UdpEndpoint]] = {}
         self._endpoints: set[UdpEndpoint] = set()
+        self.forwarder: UdpForwarder | None = None  # unmatched unicast (udp_forwarder.py)
         stack.unreachable_listeners.append(self._neighbour_unreachable)
 
     def new_endpoint(self, family: int = 4) -> UdpEndpoint:
@@ -282,6 +285,9 @@ class UdpProtocol:
                     if ep is not None:
                         break
             if ep is None:
+                fwd = self.forwarder
+                if fwd is not None and fwd.deliver(pkt, h):
+                    return
                 st.drop("no-port")
                 if h.dport == 0 or h.sport == 0:
                     return
