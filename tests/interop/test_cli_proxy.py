@@ -15,64 +15,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
-import os
 import signal
 import socket
 import struct
 import sys
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import pytest
 
-from .conftest import ns_socket, require_privileged, require_tool, run_cmd
-
-SRV4, SRV4B, SRV6, SRV6B = "198.19.0.2", "198.19.0.3", "fd00:19::2", "fd00:19::3"
-DENIED4, DENIED6 = "198.19.1.5", "fd00:19:0:1::5"
-
-
-@dataclass
-class Topo:
-    client: str
-    proxy: str
-    server: str
-    socks_log: list[str] = field(default_factory=list)
-
-
-async def _ip(*args: str) -> None:
-    rc, out = await run_cmd("ip", *args)
-    assert rc == 0, f"ip {' '.join(args)}: {out}"
+from .conftest import ns_socket, run_cmd
+from .proxy_topo import (
+    DENIED4,
+    DENIED6,
+    SRV4,
+    SRV4B,
+    SRV6,
+    SRV6B,
+    Topo,
+    echo_servers,
+    ip,
+    make_topo,
+    tcp_roundtrip,
+    udp_cone,
+)
 
 
 @pytest.fixture
 async def topo() -> AsyncIterator[Topo]:
-    require_privileged()
-    require_tool("ip")
-    tag = f"ans-{os.getpid() % 100000}-{uuid.uuid4().hex[:4]}"
-    t = Topo(f"{tag}-c", f"{tag}-p", f"{tag}-s")
-    made: list[str] = []
-    try:
-        for ns in (t.client, t.proxy, t.server):
-            await _ip("netns", "add", ns)
-            made.append(ns)
-            await _ip("-n", ns, "link", "set", "lo", "up")
-        await _ip("-n", t.proxy, "link", "add", "vp0", "type", "veth", "peer", "name", "vs0",
-                  "netns", t.server)
-        await _ip("-n", t.proxy, "addr", "add", "198.19.0.1/24", "dev", "vp0")
-        await _ip("-n", t.proxy, "addr", "add", "fd00:19::1/64", "dev", "vp0", "nodad")
-        await _ip("-n", t.proxy, "link", "set", "vp0", "up")
-        for a in (f"{SRV4}/24", f"{SRV4B}/24"):
-            await _ip("-n", t.server, "addr", "add", a, "dev", "vs0")
-        for a in (f"{SRV6}/64", f"{SRV6B}/64"):
-            await _ip("-n", t.server, "addr", "add", a, "dev", "vs0", "nodad")
-        await _ip("-n", t.server, "link", "set", "vs0", "up")
+    async with make_topo() as t:
         yield t
-    finally:
-        for ns in made:
-            await run_cmd("ip", "netns", "del", ns)
 
 
 @contextlib.asynccontextmanager
@@ -87,8 +59,8 @@ async def running_proxy(t: Topo, *extra: str) -> AsyncIterator[asyncio.subproces
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
         assert b"proxy on ans0" in line, line
-        await _ip("-n", t.client, "route", "add", "198.19.0.0/16", "dev", "ans0")
-        await _ip("-n", t.client, "-6", "route", "add", "fd00:19::/48", "dev", "ans0")
+        await ip("-n", t.client, "route", "add", "198.19.0.0/16", "dev", "ans0")
+        await ip("-n", t.client, "-6", "route", "add", "fd00:19::/48", "dev", "ans0")
         yield proc
     finally:
         if proc.returncode is None:
@@ -98,52 +70,6 @@ async def running_proxy(t: Topo, *extra: str) -> AsyncIterator[asyncio.subproces
 
 
 # -- servers in the server namespace ---------------------------------------------------------
-@contextlib.asynccontextmanager
-async def echo_servers(ns: str) -> AsyncIterator[None]:
-    """TCP echo on port 7000 (FIN passed back after the echo) and UDP on 5300 that answers
-    ``<its own address>|<data>``, on every server address."""
-
-    async def tcp_echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while chunk := await r.read(65536):
-            w.write(chunk)
-            await w.drain()
-        w.write_eof()
-        await w.drain()
-        w.close()
-
-    class UdpEcho(asyncio.DatagramProtocol):
-        def __init__(self, me: str) -> None:
-            self.me = me.encode()
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.t: Any = transport  # (3.11's selector datagram transport is not a subclass)
-
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            self.t.sendto(self.me + b"|" + data, addr)
-
-    loop = asyncio.get_running_loop()
-    closers = []
-    for host in (SRV4, SRV6):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = ns_socket(ns, fam, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, 7000))
-        s.listen(16)
-        server = await asyncio.start_server(tcp_echo, sock=s)
-        closers.append(server.close)
-    for host in (SRV4, SRV4B, SRV6, SRV6B):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        u = ns_socket(ns, fam, socket.SOCK_DGRAM)
-        u.bind((host, 5300))
-        tr, _ = await loop.create_datagram_endpoint(lambda h=host: UdpEcho(h), sock=u)
-        closers.append(tr.close)
-    try:
-        yield
-    finally:
-        for c in closers:
-            c()
-
-
 # -- a small SOCKS5 server (RFC 1928: no auth, CONNECT, UDP ASSOCIATE) in the proxy ns ----------
 def _addr(data: bytes, off: int) -> tuple[tuple[str, int], int]:
     atyp = data[off]
@@ -239,49 +165,6 @@ async def socks5_server(t: Topo) -> AsyncIterator[int]:
         server.close()
 
 
-# -- client side helpers -----------------------------------------------------------------------
-async def _tcp_roundtrip(ns: str, host: str, port: int, size: int) -> None:
-    loop = asyncio.get_running_loop()
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = ns_socket(ns, fam, socket.SOCK_STREAM)
-    await asyncio.wait_for(loop.sock_connect(s, (host, port)), 10)
-    data = os.urandom(size)
-    received = bytearray()
-
-    async def reader() -> None:
-        while chunk := await loop.sock_recv(s, 65536):
-            received.extend(chunk)
-
-    task = asyncio.create_task(reader())
-    await loop.sock_sendall(s, data)
-    s.shutdown(socket.SHUT_WR)  # the half-close travels through the proxy; the echo comes back
-    await asyncio.wait_for(task, 60)
-    s.close()
-    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data).hexdigest()
-
-
-async def _udp_cone(ns: str, dests: list[tuple[str, int]]) -> None:
-    loop = asyncio.get_running_loop()
-    fam = socket.AF_INET6 if ":" in dests[0][0] else socket.AF_INET
-    u = ns_socket(ns, fam, socket.SOCK_DGRAM)
-    u.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
-    payloads = {d: os.urandom(1200) for d in dests}
-    got: dict[tuple[str, int], bytes] = {}
-    for _attempt in range(5):  # UDP: retry a lost datagram
-        for d in dests:
-            if d not in got:
-                await loop.sock_sendto(u, payloads[d], d)
-        with contextlib.suppress(TimeoutError):
-            while len(got) < len(dests):
-                data, src = await asyncio.wait_for(loop.sock_recvfrom(u, 4096), 2)
-                got[(src[0], src[1])] = data
-        if len(got) == len(dests):
-            break
-    u.close()
-    for d in dests:  # each reply came from the destination it was sent to, to one client port
-        assert got[d] == d[0].encode() + b"|" + payloads[d]
-
-
 async def _refused(ns: str, host: str) -> None:
     loop = asyncio.get_running_loop()
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -309,10 +192,10 @@ async def _refused(ns: str, host: str) -> None:
 # -- tests ---------------------------------------------------------------------------------------
 async def test_proxy_direct_tcp_udp_and_allow(topo: Topo) -> None:
     async with echo_servers(topo.server), running_proxy(topo) as proc:
-        await asyncio.gather(_tcp_roundtrip(topo.client, SRV4, 7000, 2_000_000),
-                             _tcp_roundtrip(topo.client, SRV6, 7000, 2_000_000))
-        await _udp_cone(topo.client, [(SRV4, 5300), (SRV4B, 5300)])
-        await _udp_cone(topo.client, [(SRV6, 5300), (SRV6B, 5300)])
+        await asyncio.gather(tcp_roundtrip(topo.client, SRV4, 7000, 2_000_000),
+                             tcp_roundtrip(topo.client, SRV6, 7000, 2_000_000))
+        await udp_cone(topo.client, [(SRV4, 5300), (SRV4B, 5300)])
+        await udp_cone(topo.client, [(SRV6, 5300), (SRV6B, 5300)])
         await _refused(topo.client, DENIED4)
         await _refused(topo.client, DENIED6)
         # an allowed destination with nothing listening: the upstream RST becomes a RST
@@ -331,10 +214,10 @@ async def test_proxy_direct_tcp_udp_and_allow(topo: Topo) -> None:
 async def test_proxy_via_socks5(topo: Topo) -> None:
     async with echo_servers(topo.server), socks5_server(topo) as port, \
             running_proxy(topo, "--socks5", f"127.0.0.1:{port}"):
-        await _tcp_roundtrip(topo.client, SRV4, 7000, 1_000_000)
-        await _tcp_roundtrip(topo.client, SRV6, 7000, 1_000_000)
-        await _udp_cone(topo.client, [(SRV4, 5300), (SRV4B, 5300)])
-        await _udp_cone(topo.client, [(SRV6, 5300), (SRV6B, 5300)])
+        await tcp_roundtrip(topo.client, SRV4, 7000, 1_000_000)
+        await tcp_roundtrip(topo.client, SRV6, 7000, 1_000_000)
+        await udp_cone(topo.client, [(SRV4, 5300), (SRV4B, 5300)])
+        await udp_cone(topo.client, [(SRV6, 5300), (SRV6B, 5300)])
         await _refused(topo.client, DENIED4)
     assert f"1 {SRV4} 7000" in topo.socks_log and f"1 {SRV6} 7000" in topo.socks_log
     assert f"udp {SRV4B} 5300" in topo.socks_log and f"udp {SRV6B} 5300" in topo.socks_log
@@ -347,3 +230,33 @@ async def test_proxy_bad_arguments_one_line_errors() -> None:
         rc, out = await run_cmd(sys.executable, "-m", "aionetstack", "proxy", "--tun", "x",
                                 *args)
         assert rc == 1 and expect in out and len(out.strip().splitlines()) == 1, out
+
+
+async def _reset_passes_through(t: Topo, client_resets: bool) -> None:
+    """A RST from one side of a relayed connection becomes a RST on the other side."""
+    loop = asyncio.get_running_loop()
+    srv = ns_socket(t.server, socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((SRV4, 7001))
+    srv.listen(1)
+    cli = ns_socket(t.client, socket.AF_INET, socket.SOCK_STREAM)
+    await asyncio.wait_for(loop.sock_connect(cli, (SRV4, 7001)), 10)
+    conn, _ = await asyncio.wait_for(loop.sock_accept(srv), 10)
+    conn.setblocking(False)
+    await loop.sock_sendall(cli, b"hi")
+    assert await asyncio.wait_for(loop.sock_recv(conn, 10), 10) == b"hi"
+    resetter, victim = (cli, conn) if client_resets else (conn, cli)
+    resetter.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    resetter.close()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(loop.sock_recv(victim, 10), 10)
+    victim.close()
+    srv.close()
+
+
+async def test_proxy_maps_resets_and_writes_pcap(topo: Topo, tmp_path: Path) -> None:
+    cap = tmp_path / "proxy.pcap"
+    async with running_proxy(topo, "--pcap", str(cap)):
+        await _reset_passes_through(topo, client_resets=True)
+        await _reset_passes_through(topo, client_resets=False)
+    assert cap.stat().st_size > 24 + 10 * 16  # the pcap header and the handshakes at least
