@@ -362,6 +362,9 @@ class CoreStack:
     def close(self) -> None:
         if self.closed:
             return
+        for fwd in (self.tcp.forwarder, self.udp.forwarder):
+            if fwd is not None:
+                fwd.close()  # pending requests refused, flows ended: no waiter left hanging
         self.tcp.close_all()
         self.udp.close_all()
         self.icmp.close_all()

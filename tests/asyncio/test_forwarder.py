@@ -158,3 +158,27 @@ async def test_udp_forwarder_reject() -> None:
         exc = await asyncio.wait_for(proto.errors.get(), 10)
         assert isinstance(exc, ConnectionRefusedError)
         tr.close()
+
+
+async def test_stack_close_ends_flows_and_handlers() -> None:
+    ended: list[BaseException] = []
+    started = asyncio.Event()
+
+    async def handler(req: ForwardedDatagrams) -> None:
+        flow = req.accept()
+        started.set()
+        try:
+            await flow.recv()
+            await flow.recv()
+        except ClosedForReceive as exc:
+            ended.append(exc)
+
+    async with client_and_gateway() as (cli, gw, gnic):
+        fwd = gw.udp_forwarder(handler, nic=gnic)
+        tr, _ = await cli.create_datagram_endpoint(_Collect, remote_addr=("198.19.0.1", 53))
+        tr.sendto(b"x")
+        await asyncio.wait_for(started.wait(), 10)
+        gw.close()
+        await asyncio.wait_for(asyncio.gather(*fwd.tasks), 10)
+        assert len(ended) == 1 and gw.udp.forwarder is None and gw.tcp.forwarder is None
+        tr.close()
