@@ -296,7 +296,9 @@ class CoreStack:
         ``SetPromiscuousMode``/``SetSpoofing``): accept packets addressed to *any* IP
         (``promiscuous``), send from any source address through it (``spoofing``), and answer
         ICMP echo requests to any address (``echo``).  Replies to the flows' sources still need
-        routes, e.g. ``add_route("0.0.0.0/0", nic=nic)``."""
+        routes, e.g. ``add_route("0.0.0.0/0", nic=nic)``.  A promiscuous NIC delivers instead of
+        forwarding.  On an L2 NIC, ARP/NDP still answer only for the NIC's own addresses, so
+        the peers must send to its MAC (via a gateway address it owns); a TUN needs nothing."""
         n = self._nic(nic)
         assert n is not None
         if n.loopback:
