@@ -8,6 +8,7 @@ from fwd_helpers import CLIENT4, CLIENT6, b, make_net
 from aionetstack.errors import (
     AddressNotAvailable,
     ConnectionRefused,
+    ConnectStarted,
     HostUnreachable,
     InvalidArgument,
     InvalidEndpointState,
@@ -252,3 +253,30 @@ def test_close_resets_pending_requests() -> None:
     assert n.run(lambda: c.state is TcpState.CLOSED)
     assert isinstance(c.error, ConnectionRefused)
     assert n.gw.tcp.forwarder is None
+
+
+def test_forwarder_bound_to_one_nic_ignores_the_others() -> None:
+    from aionetstack.link.pipe import pipe
+
+    n = make_net()
+    other = n.net.stack()
+    eo, eg2 = pipe(seed=2)
+    onic = other.add_nic(eo, ["198.18.1.1/24"])
+    other.add_route("0.0.0.0/0", nic=onic)
+    gnic2 = n.gw.add_nic(eg2, [])
+    n.gw.set_transparent(gnic2)
+    n.gw.add_route("198.18.1.0/24", nic=gnic2)  # replies leave by the NIC the source is on
+    calls: list[TcpForwarderRequest] = []
+
+    def handler(req: TcpForwarderRequest) -> None:
+        calls.append(req)
+        req.accept()
+
+    TcpForwarder(n.gw, handler, nic=n.gnic)
+    c = n.connect("198.19.0.1", 80)
+    ep = other.tcp_endpoint(4)
+    with pytest.raises(ConnectStarted):
+        ep.connect("198.19.0.1", 80)
+    assert n.run(lambda: c.state is TcpState.ESTABLISHED and ep.state is TcpState.CLOSED)
+    assert isinstance(ep.error, ConnectionRefused)  # the other NIC answers as a closed port
+    assert [r.nic for r in calls] == [n.gnic]
