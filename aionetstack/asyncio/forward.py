@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aionetstack.errors import ConnectionReset, StackClosed, WouldBlock
-from aionetstack.stack.addr import AddressLike, to_bytes, to_str
+from aionetstack.stack.addr import AddressLike, to_str
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from aionetstack.transport.tcp.forwarder import TcpForwarder, TcpForwarderRequest
 from aionetstack.transport.tcp.state import TcpState
@@ -156,7 +156,7 @@ class DatagramFlow:
     def send(self, data: bytes | bytearray | memoryview,
              source: tuple[AddressLike, int] | None = None) -> None:
         """Send to the client from ``source`` (default: ``local``)."""
-        self.flow.sendto(data, None if source is None else (to_bytes(source[0]), source[1]))
+        self.flow.sendto(data, source)
 
     def close(self) -> None:
         self.flow.close()

@@ -171,13 +171,7 @@ class UdpEndpoint:
                 self.broadcast):
             raise BroadcastDisabled("sending to a broadcast address needs broadcast=True")
         assert self.local is not None
-        buf = route.new_packet(8 + n)
-        # a datagram that will be fragmented needs its checksum now: no link can fill it later
-        pack_udp(buf, route.headroom, route.local, dst, self.local[1], dport, data,
-                 checksum=not route.nic.tx_offload
-                 or 8 + n + (20 if route.family == 4 else 40) > route.mtu)
-        stack.send_ip(route, buf, 8 + n, PROTO_UDP, ttl=self.ttl)
-        self._proto.stats["sent"] += 1
+        self._proto.send_datagram(route, self.local[1], dport, data, ttl=self.ttl)
         return n
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
@@ -250,6 +244,18 @@ class UdpProtocol:
         self._endpoints: set[UdpEndpoint] = set()
         self.forwarder: UdpForwarder | None = None  # unmatched unicast (udp_forwarder.py)
         stack.unreachable_listeners.append(self._neighbour_unreachable)
+
+    def send_datagram(self, route: Route, sport: int, dport: int,
+                      data: bytes | bytearray | memoryview, ttl: int | None = None) -> None:
+        """Send one datagram from ``route.local``:``sport`` to ``route.remote``:``dport``."""
+        n = len(data)
+        buf = route.new_packet(8 + n)
+        # a datagram that will be fragmented needs its checksum now: no link can fill it later
+        pack_udp(buf, route.headroom, route.local, route.remote, sport, dport, data,
+                 checksum=not route.nic.tx_offload
+                 or 8 + n + (20 if route.family == 4 else 40) > route.mtu)
+        self.stack.send_ip(route, buf, 8 + n, PROTO_UDP, ttl=ttl)
+        self.stats["sent"] += 1
 
     def new_endpoint(self, family: int = 4) -> UdpEndpoint:
         ep = UdpEndpoint(self, family)

@@ -44,8 +44,8 @@ from aionetstack.errors import (
 from aionetstack.network.packet import UNICAST, PacketInfo
 from aionetstack.stack.addr import AddressLike, to_bytes, to_str
 from aionetstack.stack.waiter import EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
-from aionetstack.wire.checksum import PROTO_UDP
-from aionetstack.wire.udp import UdpHeader, pack_udp
+from aionetstack.transport.udp import MAX_PAYLOAD
+from aionetstack.wire.udp import UdpHeader
 
 if TYPE_CHECKING:
     from aionetstack.stack.nic import NIC
@@ -56,7 +56,6 @@ Addr = tuple[bytes, int]
 DestinationFilter = Callable[[bytes, int], bool]
 REJECT_REPLIES = (None, "port-unreachable", "admin-prohibited", "host-unreachable")
 _PENDING_QUEUE = 32  # datagrams kept per undecided request
-_MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
 
 
 class UdpFlow:
@@ -104,7 +103,7 @@ class UdpFlow:
         if self.closed:
             raise StackClosed("the flow has ended")
         n = len(data)
-        if n > _MAX_PAYLOAD[self.family]:
+        if n > MAX_PAYLOAD[self.family]:
             raise MessageTooLong(f"{n} bytes exceed the largest UDP payload")
         if source is None:
             src, sport = self.local
@@ -115,14 +114,8 @@ class UdpFlow:
             if not 0 < sport <= 65535:
                 raise InvalidArgument(f"port out of range: {sport}")
         stack = self._fwd.stack
-        dst, dport = self.remote
-        route = stack.find_route(dst, src)
-        buf = route.new_packet(8 + n)
-        pack_udp(buf, route.headroom, route.local, dst, sport, dport, data,
-                 checksum=not route.nic.tx_offload
-                 or 8 + n + (20 if route.family == 4 else 40) > route.mtu)
-        stack.send_ip(route, buf, 8 + n, PROTO_UDP)
-        stack.stats_.udp["sent"] += 1
+        route = stack.find_route(self.remote[0], src)  # src: not ours -- the NIC spoofs
+        stack.udp.send_datagram(route, sport, self.remote[1], data)
         self.last_active = stack.now()
         return n
 
