@@ -55,6 +55,12 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chargen", type=int, metavar="PORT", help="RFC 864 chargen (TCP and UDP)")
     s.add_argument("--http", type=int, metavar="PORT", help="HTTP/1.1 status page (h11)")
 
+    px = sub.add_parser("proxy", help="transparent proxy: relay every TCP/UDP flow arriving on "
+                                      "a TUN device to its destination (or via SOCKS5)")
+    from aionetstack.proxy import add_proxy_arguments
+
+    add_proxy_arguments(px)
+
     pg = sub.add_parser("ping", help="ping an address from a stack on a TUN or TAP device",
                         description="Send ICMP/ICMPv6 echo requests from a stack on a TUN or "
                                     "TAP device; Ctrl-C stops early and prints the summary.")
@@ -124,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.size is not None:
                 opts.size = args.size
             return asyncio.run(run_demo(opts, verbose=args.verbose))
+        if args.command == "proxy":
+            from aionetstack.proxy import run_proxy
+
+            return asyncio.run(run_proxy(args))
         if args.command in ("serve", "ping"):
             from aionetstack.cli import run_device_command
 

@@ -13,8 +13,8 @@ import asyncio
 import random
 import ssl as ssl_module
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from aionetstack.asyncio.datagram import DatagramTransport
 from aionetstack.asyncio.server import Server
@@ -34,6 +34,13 @@ from aionetstack.stack.nic import NIC
 from aionetstack.stack.stack import CoreStack
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from aionetstack.transport.tcp import TcpEndpoint
+
+if TYPE_CHECKING:
+    from aionetstack.asyncio.forward import (
+        AsyncForwarder,
+        ForwardedConnection,
+        ForwardedDatagrams,
+    )
 
 
 class Stack(CoreStack):
@@ -227,6 +234,39 @@ class Stack(CoreStack):
             ep.waiter.unregister(entry)
             ep.close()
 
+
+    # -- forwarders (transparent mode) -----------------------------------------------------------
+    def tcp_forwarder(self, handler: Callable[[ForwardedConnection], Awaitable[None]], *,
+                      nic: NIC | int | str | None = None, transparent: bool = True,
+                      **options: Any) -> AsyncForwarder:
+        """Run ``await handler(conn)`` for every TCP connection to any address and port that
+        arrives on ``nic`` (any NIC when None) and matches no listener; see
+        ``aionetstack.asyncio.forward``.  ``transparent`` puts ``nic`` in transparent mode
+        (``set_transparent``).  Options: ``max_pending``, ``pending_timeout``,
+        ``destination_filter`` (``TcpForwarder``)."""
+        from aionetstack.asyncio.forward import tcp_forwarder
+
+        return tcp_forwarder(self, handler, nic=self._forwarding_nic(nic, transparent),
+                             **options)
+
+    def udp_forwarder(self, handler: Callable[[ForwardedDatagrams], Awaitable[None]], *,
+                      nic: NIC | int | str | None = None, transparent: bool = True,
+                      **options: Any) -> AsyncForwarder:
+        """Run ``await handler(req)`` for every new UDP flow (one per client source: full
+        cone) to any address arriving on ``nic``; see ``aionetstack.asyncio.forward``.
+        Options: ``max_pending``, ``max_flows``, ``idle_timeout``, ``pending_timeout``,
+        ``destination_filter`` (``UdpForwarder``)."""
+        from aionetstack.asyncio.forward import udp_forwarder
+
+        return udp_forwarder(self, handler, nic=self._forwarding_nic(nic, transparent),
+                             **options)
+
+    def _forwarding_nic(self, nic: NIC | int | str | None, transparent: bool) -> NIC | None:
+        self._bind_loop()
+        n = self._nic(nic)
+        if n is not None and transparent:
+            self.set_transparent(n, echo=n.echo_any)
+        return n
 
     # -- TCP -------------------------------------------------------------------------------------
     def tcp_endpoint(self, family: int = 4) -> TcpEndpoint:

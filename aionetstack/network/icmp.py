@@ -1,6 +1,7 @@
 """ICMPv4 (RFC 792, RFC 1122 §3.2.2) and ICMPv6 (RFC 4443) for the stack.
 
-* Echo requests are answered (unicast always; IPv4 broadcast echo is ignored as Linux does).
+* Echo requests are answered (unicast always; IPv4 broadcast echo is ignored as Linux does);
+  on a promiscuous NIC, requests to addresses that are not the stack's only with ``echo_any``.
 * Echo replies go to the ``IcmpEchoEndpoint`` owning their identifier (a Linux "ping socket").
 * Errors received are matched to the endpoint that sent the quoted packet and reported as an
   ``IcmpError``; fragmentation-needed / packet-too-big lower the path MTU (RFC 1191, RFC 8201).
@@ -43,6 +44,11 @@ _V4_KIND = {0: "net-unreachable", 1: "host-unreachable", 2: "proto-unreachable",
 _V6_UNREACH_KIND = {0: "net-unreachable", 1: "admin-prohibited", 2: "host-unreachable",
                     3: "host-unreachable", 4: "port-unreachable", 5: "admin-prohibited",
                     6: "admin-prohibited"}
+
+
+# kind -> (ICMPv4 code, ICMPv6 code) of a destination unreachable
+_UNREACH_CODES = {"port-unreachable": (3, 4), "admin-prohibited": (13, 1),
+                  "host-unreachable": (1, 3)}
 
 
 class TokenBucket:
@@ -178,6 +184,9 @@ class IcmpProtocol:
             if pkt.cast != UNICAST or not self.echo_reply_enabled:
                 st.drop("echo-not-unicast")
                 return
+            if not self._echo_allowed(pkt):
+                st.drop("echo-not-local")
+                return
             self._reply(pkt, 4, msg.rest, msg.payload)
         elif t == I4.ECHO_REPLY:
             ep = self.echo.get((4, msg.ident))
@@ -229,6 +238,9 @@ class IcmpProtocol:
         t = msg.type
         if t == I6.ECHO_REQUEST:
             if not self.echo_reply_enabled:
+                return
+            if not self._echo_allowed(pkt):
+                st.drop("echo-not-local")
                 return
             self._reply(pkt, 6, msg.rest, msg.payload)
         elif t == I6.ECHO_REPLY:
@@ -282,6 +294,11 @@ class IcmpProtocol:
         if t is not None:
             t.icmp_error(err)
 
+    def _echo_allowed(self, pkt: PacketInfo) -> bool:
+        """An echo request to an address that is not ours (a promiscuous NIC) is answered only
+        when the NIC says so (``NIC.echo_any``), from that address."""
+        return (pkt.cast != UNICAST or pkt.dst in self.stack._local or pkt.nic.echo_any)
+
     def _reply(self, pkt: PacketInfo, family: int, rest: int, payload: memoryview) -> None:
         stack = self.stack
         src = pkt.dst if pkt.cast == UNICAST else None
@@ -303,6 +320,16 @@ class IcmpProtocol:
             self.s6["echo-reply-sent"] += 1
 
     # -- error generation ------------------------------------------------------------------------
+    def send_unreachable(self, pkt: PacketInfo, kind: str) -> bool:
+        """Destination unreachable about ``pkt``: ``kind`` is "port-unreachable",
+        "admin-prohibited" or "host-unreachable" (RFC 792 / RFC 4443 §3.1 codes)."""
+        codes = _UNREACH_CODES.get(kind)
+        if codes is None:
+            raise InvalidArgument(f"unknown unreachable kind {kind!r}")
+        if pkt.family == 4:
+            return self.send_error(pkt, I4.DEST_UNREACH, codes[0])
+        return self.send_error(pkt, I6.DEST_UNREACH, codes[1])
+
     def send_error(self, pkt: PacketInfo, type_: int, code: int, rest: int = 0, *,
                    allow_multicast: bool = False) -> bool:
         """Send an ICMP error about ``pkt`` if the rules allow; True when sent."""
@@ -334,7 +361,9 @@ class IcmpProtocol:
         if not self.bucket.take(stack.now()):
             st["error-rate-limited"] += 1
             return False
-        local = pkt.dst if pkt.dst in stack._local else None
+        # transparent mode: the error comes from the address the packet was sent to
+        local = pkt.dst if pkt.dst in stack._local or (
+            pkt.nic.promiscuous and pkt.nic.spoofing) else None
         try:
             route = stack.find_route(src, local)
         except (NoRoute, AddressNotAvailable, StackClosed):

@@ -3,8 +3,9 @@
 Ingress: parse and validate (header checksum unless the link is trusted), drop martians
 (RFC 1122 §3.2.1.3: multicast/broadcast/loopback sources, a local source arriving from outside,
 src == dst "land"), accept the stack's own unicast addresses (weak host model), broadcast and
-joined multicast groups, reassemble fragments, then demultiplex by protocol.  Anything else is
-forwarded when the stack forwards, else dropped.  Egress: fill the header in place in front of the
+joined multicast groups, and on a promiscuous NIC any unicast destination (transparent mode),
+reassemble fragments, then demultiplex by protocol.  Anything else is forwarded when the stack
+forwards, else dropped.  Egress: fill the header in place in front of the
 transport segment, fragment when the route MTU requires it and DF is clear.
 """
 
@@ -69,6 +70,8 @@ class IPv4Protocol:
                 st.drop("multicast-not-joined")
                 return
             cast = MULTICAST
+        elif nic.promiscuous:
+            cast = UNICAST  # transparent mode: every destination is ours (forwarders)
         else:
             if stack.forwarding:
                 stack.forwarder.forward4(nic, h, view)

@@ -62,6 +62,8 @@ class IPv6Protocol:
                     st.drop("multicast-not-joined")
                     return
                 cast = MULTICAST
+            elif nic.promiscuous:
+                cast = UNICAST  # transparent mode: every destination is ours (forwarders)
             else:
                 if stack.forwarding:
                     stack.forwarder.forward6(nic, h, view)

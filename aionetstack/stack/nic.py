@@ -5,6 +5,11 @@ the link's ``LinkReceiver``: Ethernet frames are filtered by destination MAC and
 ethertype; L3 frames by the IP version nibble.  Outbound it takes a packet buffer whose IP header
 starts at ``l3_offset`` (with room for the Ethernet header in front on L2 links), resolves the
 next hop's link address and hands the frame to the link.
+
+In *promiscuous* mode the network layer hands the transports packets for any destination address
+(not only the NIC's); with *spoofing* the stack may send from any source address through it.
+Together they are the "transparent mode" the TCP/UDP forwarders need
+(``CoreStack.set_transparent``).
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ class NIC:
         self.loopback = loopback
         self.addresses: list[NicAddress] = []
         self.up = True
+        # transparent mode (forwarders): take packets for any destination, send from any source
+        self.promiscuous = False
+        self.spoofing = False
+        self.echo_any = False  # with promiscuous: answer echo requests to any address
         self.rx_trusted = caps.rx_checksum_trusted
         self.tx_offload = caps.tx_checksum_offload
         self.link_header_len = ETH_HLEN if self.l2 else 0

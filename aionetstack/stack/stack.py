@@ -232,11 +232,14 @@ class CoreStack:
         if local_nic is not None and self.loopback is not None and (
                 out is None or out is local_nic or out is self.loopback):
             return Route(family, src or dst, dst, dst, self.loopback, self.loopback.mtu)
-        if src is not None and src not in self._local:
-            raise AddressNotAvailable(f"{to_str(src)} is not a local address")
+        spoof = src is not None and src not in self._local
+        if spoof and not self._may_spoof(src, dst):
+            raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address")
         if is_loopback(dst):  # RFC 1122 §3.2.1.3(g): never on a wire, whatever the routes say
             raise NoRoute(f"loopback address {to_str(dst)} is not assigned to this stack")
         if is_multicast(dst) or dst == b"\xff\xff\xff\xff":
+            if spoof:
+                raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address")
             n = out or (self.nics.get(self._local[src].id) if src else None)
             if n is None:
                 entry = self.routes.lookup(dst)
@@ -263,6 +266,9 @@ class CoreStack:
         if entry is None:
             raise NoRoute(f"no route to {to_str(dst)}")
         n = self.nics[entry.nic_id]
+        if spoof and not n.spoofing:
+            raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address and NIC "
+                                      f"{n.name} does not allow spoofing")
         local = src
         if local is None and entry.source is not None and same_prefix(
                 entry.source, dst, entry.prefixlen):
@@ -279,6 +285,27 @@ class CoreStack:
             else:
                 del self.pmtu[dst]
         return Route(family, local, dst, entry.gateway or dst, n, mtu)
+
+    def _may_spoof(self, src: bytes | None, dst: bytes) -> bool:
+        return src is not None and len(src) == len(dst) and any(
+            n.spoofing for n in self.nics.values())
+
+    def set_transparent(self, nic: NIC | int | str, *, promiscuous: bool = True,
+                        spoofing: bool = True, echo: bool = False) -> None:
+        """Transparent mode for ``nic`` (what the forwarders need, as gVisor's
+        ``SetPromiscuousMode``/``SetSpoofing``): accept packets addressed to *any* IP
+        (``promiscuous``), send from any source address through it (``spoofing``), and answer
+        ICMP echo requests to any address (``echo``).  Replies to the flows' sources still need
+        routes, e.g. ``add_route("0.0.0.0/0", nic=nic)``.  A promiscuous NIC delivers instead of
+        forwarding.  On an L2 NIC, ARP/NDP still answer only for the NIC's own addresses, so
+        the peers must send to its MAC (via a gateway address it owns); a TUN needs nothing."""
+        n = self._nic(nic)
+        assert n is not None
+        if n.loopback:
+            raise InvalidArgument("the loopback NIC cannot be transparent")
+        n.promiscuous = promiscuous
+        n.spoofing = spoofing
+        n.echo_any = echo and promiscuous
 
     def _any_local(self, family: int) -> bytes | None:
         for addr, n in self._local.items():
@@ -346,6 +373,9 @@ class CoreStack:
     def close(self) -> None:
         if self.closed:
             return
+        for fwd in (self.tcp.forwarder, self.udp.forwarder):
+            if fwd is not None:
+                fwd.close()  # pending requests refused, flows ended: no waiter left hanging
         self.tcp.close_all()
         self.udp.close_all()
         self.icmp.close_all()

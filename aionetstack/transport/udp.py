@@ -2,9 +2,10 @@
 
 Demux order for a unicast datagram: the connected 4-tuple, then an endpoint bound to the exact
 local address, then one bound to the wildcard.  Broadcast and multicast datagrams go to every
-endpoint bound to the port.  A unicast datagram nobody wants is answered with ICMP port
-unreachable (rate-limited by the ICMP layer).  Checksums are verified unless the link is trusted;
-a zero checksum means "none" for IPv4 and is invalid for IPv6 (RFC 8200 §8.1).
+endpoint bound to the port.  A unicast datagram nobody wants goes to the stack's
+``UdpForwarder`` when it has one for that NIC (``udp_forwarder.py``), else is answered with ICMP
+port unreachable (rate-limited by the ICMP layer).  Checksums are verified unless the link is
+trusted; a zero checksum means "none" for IPv4 and is invalid for IPv6 (RFC 8200 §8.1).
 
 ICMP errors are reported to *connected* endpoints only (as Linux does without IP_RECVERR): the
 next ``recvfrom``/``sendto`` raises it once (port unreachable -> ConnectionRefusedError).
@@ -36,6 +37,7 @@ from aionetstack.wire.udp import pack_udp, parse_udp, udp_checksum_ok
 
 if TYPE_CHECKING:
     from aionetstack.stack.stack import CoreStack
+    from aionetstack.transport.udp_forwarder import UdpForwarder
 
 Addr = tuple[bytes, int]
 MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
@@ -169,13 +171,7 @@ class UdpEndpoint:
                 self.broadcast):
             raise BroadcastDisabled("sending to a broadcast address needs broadcast=True")
         assert self.local is not None
-        buf = route.new_packet(8 + n)
-        # a datagram that will be fragmented needs its checksum now: no link can fill it later
-        pack_udp(buf, route.headroom, route.local, dst, self.local[1], dport, data,
-                 checksum=not route.nic.tx_offload
-                 or 8 + n + (20 if route.family == 4 else 40) > route.mtu)
-        stack.send_ip(route, buf, 8 + n, PROTO_UDP, ttl=self.ttl)
-        self._proto.stats["sent"] += 1
+        self._proto.send_datagram(route, self.local[1], dport, data, ttl=self.ttl)
         return n
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
@@ -246,7 +242,20 @@ class UdpProtocol:
         self._connected: dict[tuple[bytes, int, bytes, int], UdpEndpoint] = {}
         self._bound: dict[tuple[bytes | None, int, int], list[UdpEndpoint]] = {}
         self._endpoints: set[UdpEndpoint] = set()
+        self.forwarder: UdpForwarder | None = None  # unmatched unicast (udp_forwarder.py)
         stack.unreachable_listeners.append(self._neighbour_unreachable)
+
+    def send_datagram(self, route: Route, sport: int, dport: int,
+                      data: bytes | bytearray | memoryview, ttl: int | None = None) -> None:
+        """Send one datagram from ``route.local``:``sport`` to ``route.remote``:``dport``."""
+        n = len(data)
+        buf = route.new_packet(8 + n)
+        # a datagram that will be fragmented needs its checksum now: no link can fill it later
+        pack_udp(buf, route.headroom, route.local, route.remote, sport, dport, data,
+                 checksum=not route.nic.tx_offload
+                 or 8 + n + (20 if route.family == 4 else 40) > route.mtu)
+        self.stack.send_ip(route, buf, 8 + n, PROTO_UDP, ttl=ttl)
+        self.stats["sent"] += 1
 
     def new_endpoint(self, family: int = 4) -> UdpEndpoint:
         ep = UdpEndpoint(self, family)
@@ -282,6 +291,9 @@ class UdpProtocol:
                     if ep is not None:
                         break
             if ep is None:
+                fwd = self.forwarder
+                if fwd is not None and fwd.deliver(pkt, h):
+                    return
                 st.drop("no-port")
                 if h.dport == 0 or h.sport == 0:
                     return

@@ -162,6 +162,16 @@ async def test_missing_device_is_one_line_and_not_created(netns: str) -> None:
     assert rc == 0 and "ansnone0" not in links
 
 
+async def test_proxy_missing_device_is_one_line_and_not_created(netns: str) -> None:
+    rc, out, err = await _cli("proxy", "--tun", "ansnone1", "--netns", netns,
+                              "--allow", "198.18.0.0/15")
+    assert rc == 1, out + err
+    assert err == (f"aionetstack: error: no device named ansnone1 in namespace {netns} "
+                   f"(give --create to create it)\n")
+    rc, links = await run_cmd("ip", "-n", netns, "link", "show")
+    assert rc == 0 and "ansnone1" not in links
+
+
 async def test_create_existing_device_is_one_line(served: str) -> None:
     rc, out, err = await _cli("serve", "--tun", "ans0", "--create", "--netns", served,
                               "--address", "198.18.0.3/24", "--echo", "7")

@@ -16,6 +16,7 @@ for tests).  Module map:
 * ``listen``     -- LISTEN, SYN queue, accept queue, SYN cookies (RFC 9293 §3.10.7.2, 4987)
 * ``isn``        -- initial sequence numbers (RFC 6528) and SYN cookies
 * ``protocol``   -- demux, resets for unknown connections, ``install_tcp``
+* ``forwarder``  -- ``TcpForwarder``: connections to any address/port (transparent mode)
 """
 
 from aionetstack.transport.tcp.endpoint import TcpEndpoint

@@ -10,7 +10,9 @@
 3. else a listener bound to the exact local address, then one bound to the wildcard (a SYN
    with a sequence number, or a timestamp, beyond a TIME-WAIT connection's ends that TIME-WAIT
    and goes to the listener, RFC 1122 §4.2.2.13, RFC 6191);
-4. else answer with a reset (RFC 9293 §3.10.7.1): never for a RST; for a segment with ACK
+4. else a SYN goes to the stack's ``TcpForwarder`` if it has one for that NIC (transparent
+   mode, ``forwarder.py``);
+5. else answer with a reset (RFC 9293 §3.10.7.1): never for a RST; for a segment with ACK
    ``<SEQ=SEG.ACK><CTL=RST>``; otherwise ``<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>``.
 
 It also owns the per-stack defaults (buffer sizes, retry limits, MSL, timers), the ISN
@@ -37,6 +39,7 @@ from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader, pack_tcp, parse_
 
 if TYPE_CHECKING:
     from aionetstack.stack.stack import CoreStack
+    from aionetstack.transport.tcp.forwarder import TcpForwarder
 
 ConnKey = tuple[bytes, int, bytes, int]
 ListenKey = tuple[bytes | None, int, int]
@@ -49,6 +52,7 @@ class TcpProtocol:
         self.connections: dict[ConnKey, TcpEndpoint] = {}
         self.listeners: dict[ListenKey, TcpEndpoint] = {}
         self.endpoints: set[TcpEndpoint] = set()
+        self.forwarder: TcpForwarder | None = None  # step 4: unmatched SYNs (forwarder.py)
         self.isn = IsnGenerator(stack.rng)
         self.isn_override: int | None = None
         self.cookies = SynCookies(stack.rng)
@@ -138,6 +142,10 @@ class TcpProtocol:
                 st.drop("bad-flags")
                 return
             listen_input(lst, pkt, h)
+            return
+        fwd = self.forwarder
+        if fwd is not None and f & (SYN | ACK | RST) == SYN and fwd.wants(pkt):
+            fwd.syn_arrived(pkt, h, segment)
             return
         st.drop("no-endpoint")
         self.send_reset(pkt, h)
