@@ -3,8 +3,17 @@
 One ``loop.call_at`` handle per stack: the core's deadline heap reports a new earliest deadline
 through ``Timers.on_earliest`` and the handle is re-armed only when that moves earlier; when it
 fires, every due timer runs at ``max(deadline, loop.time())`` and the handle is armed for the
-next deadline.  The stack's clock is ``loop.time``; randomness is ``random.SystemRandom`` unless a
-``seed`` asks for a reproducible ``random.Random``.
+next deadline.  A deadline that is already due (a link wake-up "now") is armed with
+``call_soon`` instead: no trip through the loop's timer heap.  While the handle runs, pushes
+that would re-arm it are ignored (one re-arm follows the run anyway).
+
+Deferred callbacks: readiness callbacks of the stack's transports and servers (``defer``) that
+arise while timers run are not each sent through ``call_soon``; they are queued and run right
+after the timers, still outside the stack's packet processing but without an extra event-loop
+iteration per hop.  Callbacks deferred at any other time go through ``call_soon``.
+
+The stack's clock is ``loop.time``; randomness is ``random.SystemRandom`` unless a ``seed`` asks
+for a reproducible ``random.Random``.
 """
 
 from __future__ import annotations
@@ -47,8 +56,10 @@ class Stack(CoreStack):
         rng: random.Random = random.Random(seed) if seed is not None else random.SystemRandom()
         super().__init__(clock=time.monotonic, rng=rng, forwarding=forwarding, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None  # a TimerHandle, or a Handle for "now"
         self._armed_at: float | None = None
+        self._firing = False  # timers are running: defer() queues instead of call_soon
+        self._deferred: list[Callable[[], object]] = []
         self.timers.on_earliest = self._on_earliest
         self._fd_links: list[FdLink] = []
         self.hosts: dict[str, list[bytes]] = {}
@@ -114,17 +125,23 @@ class Stack(CoreStack):
 
     # -- the one timer -------------------------------------------------------------------------
     def _on_earliest(self, at: float) -> None:
-        if self._loop is None or self.closed:
-            return
-        if self._armed_at is None or at < self._armed_at:
+        armed = self._armed_at
+        if armed is None or at < armed:  # while firing, armed is -inf: a re-arm follows
+            if self._loop is None or self.closed:
+                return
             self._arm(at)
 
     def _arm(self, at: float) -> None:
-        assert self._loop is not None
-        if self._handle is not None:
-            self._handle.cancel()
+        loop = self._loop
+        assert loop is not None
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
         self._armed_at = at
-        self._handle = self._loop.call_at(at, self._fire, at)
+        if at <= loop.time():
+            self._handle = loop.call_soon(self._fire, at)
+        else:
+            self._handle = loop.call_at(at, self._fire, at)
 
     def _rearm(self) -> None:
         nxt = self.timers.next_deadline()
@@ -136,17 +153,45 @@ class Stack(CoreStack):
         elif nxt != self._armed_at:
             self._arm(nxt)
 
+    def defer(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` soon, outside packet processing (see the module docstring)."""
+        if self._firing:
+            self._deferred.append(callback)
+        else:
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(callback)
+
     def _fire(self, at: float) -> None:
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         self._handle = None
-        self._armed_at = None
+        self._armed_at = _FIRING
+        self._firing = True
         try:
-            self.timers.run_due(max(at, self._loop.time()))
+            self.timers.run_due(max(at, loop.time()))
         except Exception as exc:  # never let a stack bug kill the event loop
-            self._loop.call_exception_handler({
+            loop.call_exception_handler({
                 "message": "aionetstack: exception while running stack timers",
                 "exception": exc,
             })
+        finally:
+            self._firing = False
+        deferred = self._deferred
+        if deferred:
+            self._deferred = []
+            for callback in deferred:
+                try:
+                    callback()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:  # like asyncio.Handle._run
+                    loop.call_exception_handler({
+                        "message": f"Exception in callback {callback!r}",
+                        "exception": exc,
+                    })
+        if self._armed_at is _FIRING:
+            self._armed_at = None
         if not self.closed:
             self._rearm()
 
@@ -466,6 +511,9 @@ class Stack(CoreStack):
             return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
 
         return await self.create_server(factory, host, port, **kwds)
+
+
+_FIRING = float("-inf")  # ``_armed_at`` while the handle runs: no push re-arms it
 
 
 def _find_fd_link(link: Link | None) -> FdLink | None:

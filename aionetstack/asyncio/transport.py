@@ -16,8 +16,10 @@ The contract is CPython's ``_SelectorSocketTransport`` (asyncio/selector_events.
   advertised TCP window closes: the peer is flow-controlled, memory stays bounded.
 * ``asyncio.BufferedProtocol`` is supported (``get_buffer``/``buffer_updated``).
 
-Endpoint readiness arrives through its waiter queue; the transport reacts from a ``call_soon``
-callback so protocol code never runs inside the stack's packet processing.
+Endpoint readiness arrives through its waiter queue; the transport reacts from a callback
+deferred with ``Stack.defer`` (``call_soon``, or right after the stack's timers when they caused
+it) so protocol code never runs inside the stack's packet processing.  Until ``connection_made``
+has run, reactions always go through ``call_soon``, behind it.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class TcpTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._scheduled = False
+        self._started = False  # connection_made has run: reactions may be deferred
         self._events = 0
         self._server = server
         self._extra: dict[str, Any] = {"stack": stack, "endpoint": endpoint, "socket": None}
@@ -86,6 +89,7 @@ class TcpTransport(asyncio.Transport):
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
     def _start(self, waiter: asyncio.Future[None] | None) -> None:
+        self._started = True
         self._protocol.connection_made(self)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -97,7 +101,10 @@ class TcpTransport(asyncio.Transport):
         self._events |= events
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._process)
+            if self._started:
+                self._stack.defer(self._process)
+            else:
+                self._loop.call_soon(self._process)
 
     def _process(self) -> None:
         self._scheduled = False
