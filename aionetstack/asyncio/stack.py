@@ -3,9 +3,10 @@
 One ``loop.call_at`` handle per stack: the core's deadline heap reports a new earliest deadline
 through ``Timers.on_earliest`` and the handle is re-armed only when that moves earlier; when it
 fires, every due timer runs at ``max(deadline, loop.time())`` and the handle is armed for the
-next deadline.  A deadline that is already due (a link wake-up "now") is armed with
-``call_soon`` instead: no trip through the loop's timer heap.  While the handle runs, pushes
-that would re-arm it are ignored (one re-arm follows the run anyway).
+next deadline.  A handle armed earlier than the next deadline is kept (it fires early and
+re-arms, the heap's own lazy rule) rather than cancelled and replaced on every move.  A deadline
+that is already due (a link wake-up "now") gets a ``call_soon`` of its own and leaves the
+``call_at`` handle alone.  While timers run, pushes arm nothing: one re-arm follows the run.
 
 Deferred callbacks: readiness callbacks of the stack's transports and servers (``defer``) that
 arise while timers run are not each sent through ``call_soon``; they are queued and run right
@@ -56,8 +57,9 @@ class Stack(CoreStack):
         rng: random.Random = random.Random(seed) if seed is not None else random.SystemRandom()
         super().__init__(clock=time.monotonic, rng=rng, forwarding=forwarding, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handle: asyncio.Handle | None = None  # a TimerHandle, or a Handle for "now"
+        self._handle: asyncio.TimerHandle | None = None  # call_at for ``_armed_at``
         self._armed_at: float | None = None
+        self._soon: asyncio.Handle | None = None  # call_soon for a deadline already due
         self._firing = False  # timers are running: defer() queues instead of call_soon
         self._deferred: list[Callable[[], object]] = []
         self.timers.on_earliest = self._on_earliest
@@ -122,13 +124,18 @@ class Stack(CoreStack):
             self._handle.cancel()
             self._handle = None
             self._armed_at = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
 
     # -- the one timer -------------------------------------------------------------------------
     def _on_earliest(self, at: float) -> None:
-        armed = self._armed_at
-        if armed is None or at < armed:  # while firing, armed is -inf: a re-arm follows
-            if self._loop is None or self.closed:
-                return
+        if self._firing or self._loop is None or self.closed:
+            return  # while timers run, the re-arm that follows the run covers every push
+        if at <= self._loop.time():
+            if self._soon is None:
+                self._soon = self._loop.call_soon(self._fire_soon)
+        elif self._armed_at is None or at < self._armed_at:
             self._arm(at)
 
     def _arm(self, at: float) -> None:
@@ -138,10 +145,7 @@ class Stack(CoreStack):
         if handle is not None:
             handle.cancel()
         self._armed_at = at
-        if at <= loop.time():
-            self._handle = loop.call_soon(self._fire, at)
-        else:
-            self._handle = loop.call_at(at, self._fire, at)
+        self._handle = loop.call_at(at, self._fire, at)
 
     def _rearm(self) -> None:
         nxt = self.timers.next_deadline()
@@ -150,7 +154,15 @@ class Stack(CoreStack):
                 self._handle.cancel()
             self._handle = None
             self._armed_at = None
-        elif nxt != self._armed_at:
+            return
+        loop = self._loop
+        assert loop is not None
+        if nxt <= loop.time():
+            if self._soon is None:
+                self._soon = loop.call_soon(self._fire_soon)
+        elif self._armed_at is None or nxt < self._armed_at:
+            # a handle armed earlier than ``nxt`` stays: it fires early and re-arms (the heap's
+            # own lazy rule), instead of a cancel and a new handle every time a deadline moves
             self._arm(nxt)
 
     def defer(self, callback: Callable[[], object]) -> None:
@@ -166,10 +178,21 @@ class Stack(CoreStack):
         loop = self._loop
         assert loop is not None
         self._handle = None
-        self._armed_at = _FIRING
+        self._armed_at = None
+        self._run(max(at, loop.time()))
+
+    def _fire_soon(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._soon = None
+        self._run(loop.time())
+
+    def _run(self, now: float) -> None:
+        loop = self._loop
+        assert loop is not None
         self._firing = True
         try:
-            self.timers.run_due(max(at, loop.time()))
+            self.timers.run_due(now)
         except Exception as exc:  # never let a stack bug kill the event loop
             loop.call_exception_handler({
                 "message": "aionetstack: exception while running stack timers",
@@ -190,8 +213,6 @@ class Stack(CoreStack):
                         "message": f"Exception in callback {callback!r}",
                         "exception": exc,
                     })
-        if self._armed_at is _FIRING:
-            self._armed_at = None
         if not self.closed:
             self._rearm()
 
@@ -511,9 +532,6 @@ class Stack(CoreStack):
             return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
 
         return await self.create_server(factory, host, port, **kwds)
-
-
-_FIRING = float("-inf")  # ``_armed_at`` while the handle runs: no push re-arms it
 
 
 def _find_fd_link(link: Link | None) -> FdLink | None:
