@@ -31,12 +31,15 @@ from typing import TYPE_CHECKING, Any
 from aionetstack.errors import WouldBlock
 from aionetstack.stack.addr import to_str
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
+from aionetstack.transport.tcp.state import CAN_RECEIVE, TcpState
 
 if TYPE_CHECKING:
     from aionetstack.asyncio.stack import Stack
     from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
 _READ_CHUNK = 256 * 1024
+# states in which reading an empty, error-free endpoint before its FIN raises WouldBlock
+_READ_WOULD_BLOCK = CAN_RECEIVE | {TcpState.SYN_SENT, TcpState.SYN_RECEIVED}
 
 
 def format_addr(addr: tuple[bytes, int], family: int) -> tuple[Any, ...]:
@@ -129,6 +132,10 @@ class TcpTransport(asyncio.Transport):
         for _ in range(64):  # bounded per wake-up: other callbacks get their turn
             if self._paused or (self._closing and self._conn_lost):
                 return
+            rcv = ep.rcv
+            if (not rcv.buffer and not rcv.fin_received and ep.error is None
+                    and ep.state in _READ_WOULD_BLOCK):
+                return  # what ep.read() would say with WouldBlock, without raising it
             try:
                 if self._buffered:
                     proto = self._protocol
