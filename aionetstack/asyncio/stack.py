@@ -76,7 +76,11 @@ class Stack(CoreStack):
         if loop is None:
             loop = asyncio.get_running_loop()
             self._loop = loop
-            self._clock = loop.time
+            # the loop's clock; BaseEventLoop.time() is time.monotonic(), called without the
+            # extra Python frame (the stack reads its clock several times per packet)
+            base_time = asyncio.BaseEventLoop.time
+            self._clock = (time.monotonic if getattr(type(loop), "time", None) is base_time
+                           else loop.time)
             self._rearm()
             for fdl in self._fd_links:
                 self._watch(fdl)
@@ -132,7 +136,7 @@ class Stack(CoreStack):
     def _on_earliest(self, at: float) -> None:
         if self._firing or self._loop is None or self.closed:
             return  # while timers run, the re-arm that follows the run covers every push
-        if at <= self._loop.time():
+        if at <= self._clock():
             if self._soon is None:
                 self._soon = self._loop.call_soon(self._fire_soon)
         elif self._armed_at is None or at < self._armed_at:
@@ -157,7 +161,7 @@ class Stack(CoreStack):
             return
         loop = self._loop
         assert loop is not None
-        if nxt <= loop.time():
+        if nxt <= self._clock():
             if self._soon is None:
                 self._soon = loop.call_soon(self._fire_soon)
         elif self._armed_at is None or nxt < self._armed_at:
@@ -179,13 +183,13 @@ class Stack(CoreStack):
         assert loop is not None
         self._handle = None
         self._armed_at = None
-        self._run(max(at, loop.time()))
+        self._run(max(at, self._clock()))
 
     def _fire_soon(self) -> None:
         loop = self._loop
         assert loop is not None
         self._soon = None
-        self._run(loop.time())
+        self._run(self._clock())
 
     def _run(self, now: float) -> None:
         loop = self._loop
