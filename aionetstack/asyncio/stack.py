@@ -9,9 +9,10 @@ that is already due (a link wake-up "now") gets a ``call_soon`` of its own and l
 ``call_at`` handle alone.  While timers run, pushes arm nothing: one re-arm follows the run.
 
 Deferred callbacks: readiness callbacks of the stack's transports and servers (``defer``) that
-arise while timers run are not each sent through ``call_soon``; they are queued and run right
-after the timers, still outside the stack's packet processing but without an extra event-loop
-iteration per hop.  Callbacks deferred at any other time go through ``call_soon``.
+arise while timers run, or while an fd link's reader delivers a batch of frames, are not each
+sent through ``call_soon``; they are queued and run right after the timers (or the batch),
+still outside the stack's packet processing but without an extra event-loop iteration per hop.
+Callbacks deferred at any other time go through ``call_soon``.
 
 The stack's clock is ``loop.time``; randomness is ``random.SystemRandom`` unless a ``seed`` asks
 for a reproducible ``random.Random``.
@@ -100,7 +101,7 @@ class Stack(CoreStack):
         loop = self._loop
         assert loop is not None
         fd = fdl.fileno()
-        loop.add_reader(fd, fdl.read_ready)
+        loop.add_reader(fd, self._fd_readable, fdl)
 
         def writer(on: bool) -> None:
             if on:
@@ -192,16 +193,22 @@ class Stack(CoreStack):
         self._run(self._clock())
 
     def _run(self, now: float) -> None:
+        self._process_batch("aionetstack: exception while running stack timers",
+                            self.timers.run_due, now)
+
+    def _fd_readable(self, fdl: FdLink) -> None:
+        self._process_batch("aionetstack: exception while reading a link", fdl.read_ready)
+
+    def _process_batch(self, what: str, work: Callable[..., object], *args: Any) -> None:
+        """Run ``work(*args)`` (timers, or a link's reads) with re-arming held back and deferred
+        callbacks queued; then run the deferred callbacks and re-arm once."""
         loop = self._loop
         assert loop is not None
         self._firing = True
         try:
-            self.timers.run_due(now)
+            work(*args)
         except Exception as exc:  # never let a stack bug kill the event loop
-            loop.call_exception_handler({
-                "message": "aionetstack: exception while running stack timers",
-                "exception": exc,
-            })
+            loop.call_exception_handler({"message": what, "exception": exc})
         finally:
             self._firing = False
         deferred = self._deferred
