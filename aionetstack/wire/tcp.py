@@ -78,6 +78,7 @@ _SACK_PERM: Final = struct.Struct("!BBBB")
 _SACK_HDR: Final = struct.Struct("!BBBB")
 _SACK_BLOCKS: Final = tuple(struct.Struct("!" + "II" * n) for n in range(MAX_SACK_BLOCKS + 1))
 _U32X2: Final = struct.Struct("!II")
+_HDR_TS: Final = struct.Struct("!HHIIHHHHIII")  # fixed header + NOP NOP TS(10) in one call
 
 
 @dataclass(slots=True)
@@ -372,3 +373,33 @@ def pack_tcp(
         seg = memoryview(buf)[offset : offset + length]
         _U16.pack_into(buf, offset + 16, _transport_checksum(src, dst, PROTO_TCP, seg))
     return length
+
+
+def pack_tcp_ts(
+    buf: WritableBuffer,
+    offset: int,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    tsval: int,
+    tsecr: int,
+    payload: Buffer = b"",
+) -> int:
+    """The data-path segment (header, ``NOP NOP TS``, payload) in one ``struct`` call.
+
+    Byte for byte what ``pack_tcp(..., options=TcpOptions(timestamp=(tsval, tsecr)),
+    checksum=False)`` writes, without building a ``TcpOptions``: the header template of the
+    RFC 7323 Appendix A layout every data segment and pure ACK carries.  The checksum field is
+    left 0 (fill it with ``fill_tcp_checksum`` when the link does not offload it).
+    """
+    plen = len(payload)
+    if plen:
+        buf[offset + 32 : offset + 32 + plen] = payload
+    _HDR_TS.pack_into(
+        buf, offset, sport, dport, seq, ack, 0x8000 | (flags & 0xFF), window, 0, 0,
+        _FAST_TS_MAGIC, tsval, tsecr,
+    )
+    return 32 + plen
