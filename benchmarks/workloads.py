@@ -54,7 +54,7 @@ class StackPipe:
     def __init__(self, mtu: int = 1500, offload: bool = False) -> None:
         from aionetstack import Stack, link
 
-        self.a_end, self.b_end = link.pipe(mtu=mtu, seed=1, offload=offload)
+        self.a_end, self.b_end = link.pipe(mtu=mtu, seed=1, gso=offload)
         self.a = Stack(seed=1)
         self.b = Stack(seed=2)
         self.a.add_nic(self.a_end, [f"{STACK_A}/24"])

@@ -79,7 +79,7 @@ class Server(asyncio.AbstractServer):
     def _on_ready(self, _events: int) -> None:
         if not self._accept_scheduled and self._serving:
             self._accept_scheduled = True
-            self._loop.call_soon(self._accept_all)
+            self._stack.defer(self._accept_all)
 
     def _accept_all(self) -> None:
         from aionetstack.asyncio.transport import TcpTransport, make_ssl_protocol

@@ -3,8 +3,19 @@
 One ``loop.call_at`` handle per stack: the core's deadline heap reports a new earliest deadline
 through ``Timers.on_earliest`` and the handle is re-armed only when that moves earlier; when it
 fires, every due timer runs at ``max(deadline, loop.time())`` and the handle is armed for the
-next deadline.  The stack's clock is ``loop.time``; randomness is ``random.SystemRandom`` unless a
-``seed`` asks for a reproducible ``random.Random``.
+next deadline.  A handle armed earlier than the next deadline is kept (it fires early and
+re-arms, the heap's own lazy rule) rather than cancelled and replaced on every move.  A deadline
+that is already due (a link wake-up "now") gets a ``call_soon`` of its own and leaves the
+``call_at`` handle alone.  While timers run, pushes arm nothing: one re-arm follows the run.
+
+Deferred callbacks: readiness callbacks of the stack's transports and servers (``defer``) that
+arise while timers run, or while an fd link's reader delivers a batch of frames, are not each
+sent through ``call_soon``; they are queued and run right after the timers (or the batch),
+still outside the stack's packet processing but without an extra event-loop iteration per hop.
+Callbacks deferred at any other time go through ``call_soon``.
+
+The stack's clock is ``loop.time``; randomness is ``random.SystemRandom`` unless a ``seed`` asks
+for a reproducible ``random.Random``.
 """
 
 from __future__ import annotations
@@ -54,8 +65,11 @@ class Stack(CoreStack):
         rng: random.Random = random.Random(seed) if seed is not None else random.SystemRandom()
         super().__init__(clock=time.monotonic, rng=rng, forwarding=forwarding, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.TimerHandle | None = None  # call_at for ``_armed_at``
         self._armed_at: float | None = None
+        self._soon: asyncio.Handle | None = None  # call_soon for a deadline already due
+        self._firing = False  # timers are running: defer() queues instead of call_soon
+        self._deferred: list[Callable[[], object]] = []
         self.timers.on_earliest = self._on_earliest
         self._fd_links: list[FdLink] = []
         self.hosts: dict[str, list[bytes]] = {}
@@ -70,7 +84,11 @@ class Stack(CoreStack):
         if loop is None:
             loop = asyncio.get_running_loop()
             self._loop = loop
-            self._clock = loop.time
+            # the loop's clock; BaseEventLoop.time() is time.monotonic(), called without the
+            # extra Python frame (the stack reads its clock several times per packet)
+            base_time = asyncio.BaseEventLoop.time
+            self._clock = (time.monotonic if getattr(type(loop), "time", None) is base_time
+                           else loop.time)
             self._rearm()
             for fdl in self._fd_links:
                 self._watch(fdl)
@@ -90,7 +108,7 @@ class Stack(CoreStack):
         loop = self._loop
         assert loop is not None
         fd = fdl.fileno()
-        loop.add_reader(fd, fdl.read_ready)
+        loop.add_reader(fd, self._fd_readable, fdl)
 
         def writer(on: bool) -> None:
             if on:
@@ -118,20 +136,28 @@ class Stack(CoreStack):
             self._handle.cancel()
             self._handle = None
             self._armed_at = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
 
     # -- the one timer -------------------------------------------------------------------------
     def _on_earliest(self, at: float) -> None:
-        if self._loop is None or self.closed:
-            return
-        if self._armed_at is None or at < self._armed_at:
+        if self._firing or self._loop is None or self.closed:
+            return  # while timers run, the re-arm that follows the run covers every push
+        if at <= self._clock():
+            if self._soon is None:
+                self._soon = self._loop.call_soon(self._fire_soon)
+        elif self._armed_at is None or at < self._armed_at:
             self._arm(at)
 
     def _arm(self, at: float) -> None:
-        assert self._loop is not None
-        if self._handle is not None:
-            self._handle.cancel()
+        loop = self._loop
+        assert loop is not None
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
         self._armed_at = at
-        self._handle = self._loop.call_at(at, self._fire, at)
+        self._handle = loop.call_at(at, self._fire, at)
 
     def _rearm(self) -> None:
         nxt = self.timers.next_deadline()
@@ -140,20 +166,71 @@ class Stack(CoreStack):
                 self._handle.cancel()
             self._handle = None
             self._armed_at = None
-        elif nxt != self._armed_at:
+            return
+        loop = self._loop
+        assert loop is not None
+        if nxt <= self._clock():
+            if self._soon is None:
+                self._soon = loop.call_soon(self._fire_soon)
+        elif self._armed_at is None or nxt < self._armed_at:
+            # a handle armed earlier than ``nxt`` stays: it fires early and re-arms (the heap's
+            # own lazy rule), instead of a cancel and a new handle every time a deadline moves
             self._arm(nxt)
 
+    def defer(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` soon, outside packet processing (see the module docstring)."""
+        if self._firing:
+            self._deferred.append(callback)
+        else:
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(callback)
+
     def _fire(self, at: float) -> None:
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         self._handle = None
         self._armed_at = None
+        self._run(max(at, self._clock()))
+
+    def _fire_soon(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._soon = None
+        self._run(self._clock())
+
+    def _run(self, now: float) -> None:
+        self._process_batch("aionetstack: exception while running stack timers",
+                            self.timers.run_due, now)
+
+    def _fd_readable(self, fdl: FdLink) -> None:
+        self._process_batch("aionetstack: exception while reading a link", fdl.read_ready)
+
+    def _process_batch(self, what: str, work: Callable[..., object], *args: Any) -> None:
+        """Run ``work(*args)`` (timers, or a link's reads) with re-arming held back and deferred
+        callbacks queued; then run the deferred callbacks and re-arm once."""
+        loop = self._loop
+        assert loop is not None
+        self._firing = True
         try:
-            self.timers.run_due(max(at, self._loop.time()))
+            work(*args)
         except Exception as exc:  # never let a stack bug kill the event loop
-            self._loop.call_exception_handler({
-                "message": "aionetstack: exception while running stack timers",
-                "exception": exc,
-            })
+            loop.call_exception_handler({"message": what, "exception": exc})
+        finally:
+            self._firing = False
+        deferred = self._deferred
+        if deferred:
+            self._deferred = []
+            for callback in deferred:
+                try:
+                    callback()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:  # like asyncio.Handle._run
+                    loop.call_exception_handler({
+                        "message": f"Exception in callback {callback!r}",
+                        "exception": exc,
+                    })
         if not self.closed:
             self._rearm()
 

@@ -16,8 +16,10 @@ The contract is CPython's ``_SelectorSocketTransport`` (asyncio/selector_events.
   advertised TCP window closes: the peer is flow-controlled, memory stays bounded.
 * ``asyncio.BufferedProtocol`` is supported (``get_buffer``/``buffer_updated``).
 
-Endpoint readiness arrives through its waiter queue; the transport reacts from a ``call_soon``
-callback so protocol code never runs inside the stack's packet processing.
+Endpoint readiness arrives through its waiter queue; the transport reacts from a callback
+deferred with ``Stack.defer`` (``call_soon``, or right after the stack's timers when they caused
+it) so protocol code never runs inside the stack's packet processing.  Until ``connection_made``
+has run, reactions always go through ``call_soon``, behind it.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from typing import TYPE_CHECKING, Any
 from aionetstack.errors import WouldBlock
 from aionetstack.stack.addr import to_str
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
+from aionetstack.transport.tcp.state import CAN_RECEIVE, TcpState
 
 if TYPE_CHECKING:
     from aionetstack.asyncio.stack import Stack
     from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
 _READ_CHUNK = 256 * 1024
+# states in which reading an empty, error-free endpoint before its FIN raises WouldBlock
+_READ_WOULD_BLOCK = CAN_RECEIVE | {TcpState.SYN_SENT, TcpState.SYN_RECEIVED}
 
 
 def format_addr(addr: tuple[bytes, int], family: int) -> tuple[Any, ...]:
@@ -69,6 +74,7 @@ class TcpTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._scheduled = False
+        self._started = False  # connection_made has run: reactions may be deferred
         self._events = 0
         self._server = server
         self._extra: dict[str, Any] = {"stack": stack, "endpoint": endpoint, "socket": None}
@@ -86,6 +92,7 @@ class TcpTransport(asyncio.Transport):
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
     def _start(self, waiter: asyncio.Future[None] | None) -> None:
+        self._started = True
         self._protocol.connection_made(self)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -97,7 +104,10 @@ class TcpTransport(asyncio.Transport):
         self._events |= events
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._process)
+            if self._started:
+                self._stack.defer(self._process)
+            else:
+                self._loop.call_soon(self._process)
 
     def _process(self) -> None:
         self._scheduled = False
@@ -122,6 +132,10 @@ class TcpTransport(asyncio.Transport):
         for _ in range(64):  # bounded per wake-up: other callbacks get their turn
             if self._paused or (self._closing and self._conn_lost):
                 return
+            rcv = ep.rcv
+            if (not rcv.buffer and not rcv.fin_received and ep.error is None
+                    and ep.state in _READ_WOULD_BLOCK):
+                return  # what ep.read() would say with WouldBlock, without raising it
             try:
                 if self._buffered:
                     proto = self._protocol

@@ -49,6 +49,13 @@ receiver gets ``link_wakeup(arrival)``; the stack then calls ``poll()`` at or af
 the next pending arrival (or ``None``).  Frames sent towards an end that is not attached yet are
 kept and delivered after it attaches (``attach`` issues a wake-up if frames are waiting).
 
+Segmentation offload (``gso=True``, off by default): the ends advertise ``gso_max_size`` 65535
+and take ``send_gso(frame, gso_size)``, one TCP or UDP packet larger than the MTU.  An unimpaired
+pipe hands a TCP super-segment to the peer whole, as a veth pair with GRO does (the TCP engine
+takes any segment size; it counts as one frame); every other case (UDP, whose pieces are
+datagrams of their own, or any impairment, which acts per wire frame) is cut into MTU-sized
+packets with ``link.vnet.segment`` and each piece is sent as a frame of its own.
+
 Statistics are per end: ``tx_*`` and every drop/impairment counter describe frames *sent* by this
 end; ``rx_*`` count frames *delivered* to this end's receiver.
 """
@@ -62,6 +69,8 @@ from heapq import heappop, heappush
 
 from aionetstack.clock import Clock
 from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.vnet import locate_l4, segment
+from aionetstack.wire.checksum import PROTO_TCP
 
 __all__ = ["PipeEnd", "pipe"]
 
@@ -230,22 +239,25 @@ class PipeEnd(Link):
         self._send_impaired(frame, n, clock())
 
     def send_gso(self, frame: Frame, gso_size: int) -> None:
-        """With ``offload``, an unimpaired pipe passes a super-segment on whole, as a veth
-        pair does (the peer accepts it as a coalesced, GRO-style packet); an impaired pipe
-        segments it so each packet meets loss, delay and corruption on its own."""
-        if self._imp is None and self._caps.gso_max_size and not self._closed:
-            clock = self._clock
-            if clock is None:
-                raise RuntimeError(f"{self.name}: send() before attach()")
-            self._tx_frames += 1
-            self._tx_bytes += len(frame)
-            peer = self._peer
-            fifo = peer._fifo
-            fifo.append(frame)
-            if len(fifo) == 1 and peer._receiver is not None:
-                peer._receiver.link_wakeup(clock())
-            return
-        super().send_gso(frame, gso_size)
+        """Send one TCP or UDP packet larger than the MTU whose payload a real link would cut
+        into ``gso_size``-byte pieces (see the module docstring)."""
+        if not self._caps.gso_max_size:
+            raise RuntimeError(f"{self.name}: send_gso() on a pipe without gso=True")
+        l3 = _ETH_HEADER if self._caps.l2 else 0
+        n = len(frame)
+        if self._imp is None and not self._closed and n <= l3 + self._caps.gso_max_size:
+            info = locate_l4(frame, l3)
+            if info is not None and info.protocol == PROTO_TCP and self._clock is not None:
+                self._tx_frames += 1
+                self._tx_bytes += n
+                peer = self._peer
+                fifo = peer._fifo
+                fifo.append(frame)
+                if len(fifo) == 1 and peer._receiver is not None:
+                    peer._receiver.link_wakeup(self._clock())
+                return
+        for piece in segment(frame, l3, gso_size):
+            self.send(piece)
 
     def _send_impaired(self, frame: Frame, n: int, now: float) -> None:
         imp = self._imp
@@ -390,7 +402,7 @@ def pipe(
     seed: int | None = None,
     macs: tuple[bytes, bytes] | None = None,
     name: str = "pipe",
-    offload: bool = False,
+    gso: bool = False,
 ) -> tuple[PipeEnd, PipeEnd]:
     """Create a connected pair of in-memory link ends.
 
@@ -399,8 +411,7 @@ def pipe(
     ``delay`` and ``jitter`` (seconds) set the one-way latency, ``reorder_delay`` how long a
     reordered frame is held back; ``rate`` (bytes/second) serialises frames and ``queue_limit``
     (bytes) bounds the rate limiter's queue.  ``seed`` makes MACs and impairments reproducible.
-    ``offload`` gives the ends segmentation offload (``caps.gso_max_size`` 64 KiB): TCP hands
-    them super-segments, which an unimpaired pipe carries whole (like a veth pair with TSO/GRO).
+    ``gso`` offers segmentation offload (``send_gso``, ``caps.gso_max_size``).
     """
     for pname, p in (
         ("loss", loss),
@@ -463,7 +474,7 @@ def pipe(
             mac=mac,
             tx_checksum_offload=intact,
             rx_checksum_trusted=intact,
-            gso_max_size=65535 if offload else 0,
+            gso_max_size=65535 if gso else 0,
         )
 
     a = PipeEnd(f"{name}.a", caps(mac_a), imp, rng_a)

@@ -19,7 +19,7 @@ from aionetstack.network.packet import BROADCAST, MULTICAST, UNICAST, PacketInfo
 from aionetstack.wire.checksum import PROTO_ICMP, checksum
 from aionetstack.wire.errors import MalformedPacket
 from aionetstack.wire.icmpv4 import DEST_UNREACH, TIME_EXCEEDED
-from aionetstack.wire.ipv4 import pack_ipv4, parse_ipv4
+from aionetstack.wire.ipv4 import pack_ipv4, pack_ipv4_plain, parse_ipv4
 
 if TYPE_CHECKING:
     from aionetstack.stack.nic import NIC
@@ -48,7 +48,7 @@ class IPv4Protocol:
         st = self.stats
         st["received"] += 1
         try:
-            h = parse_ipv4(view, verify_checksum=not nic.rx_trusted)
+            h = parse_ipv4(view, not nic.rx_trusted)
         except MalformedPacket as exc:
             st.malformed(exc.reason)
             return
@@ -58,7 +58,8 @@ class IPv4Protocol:
         s0 = src[0]
         if s0 >= 224 or (not nic.loopback and (s0 == 127 or dst[0] == 127 or src == dst
                                                  or src in stack._local)) or (
-                src[3] & 1 and nic.is_directed_broadcast(src)):  # RFC 1122 §3.2.1.3
+                # a directed broadcast (prefix < 31) has at least two host bits, all ones
+                src[3] & 3 == 3 and nic.is_directed_broadcast(src)):  # RFC 1122 §3.2.1.3
             st.drop("martian-source")
             return
         if dst in stack._local:
@@ -144,8 +145,9 @@ class IPv4Protocol:
         ttl = self.stack.default_ttl if ttl is None else ttl
         if total <= route.mtu or (gso and total <= 0xFFFF):
             # a super-segment (``gso``) is cut to the MTU below us, each piece with DF
-            pack_ipv4(buf, off, src=route.local, dst=route.remote, protocol=protocol,
-                      payload_len=l4_len, ttl=ttl, tos=tos, ident=self.next_ident(), df=df)
+            ident = self._ident = (self._ident + 1) & 0xFFFF  # next_ident(), inlined
+            pack_ipv4_plain(buf, off, route.local, route.remote, protocol, l4_len, ttl, tos,
+                            ident, 0x4000 if df else 0)
             self.stats["sent"] += 1
             if gso:
                 route.nic.output(buf, off, route.next_hop, gso)

@@ -7,13 +7,22 @@ and ``dropped.no-route``; malformed input bumps ``malformed`` and ``malformed.<r
 
 from __future__ import annotations
 
-from collections import Counter
-
 PROTOCOLS = ("link", "ethernet", "arp", "ipv4", "ipv6", "icmpv4", "icmpv6", "ndp", "udp", "tcp",
              "fragment", "neighbour")
 
 
-class Counters(Counter[str]):
+class Counters(dict[str, int]):
+    """A counter per name; a name never counted reads as 0 (like ``collections.Counter``).
+
+    A plain ``dict`` subclass with ``__missing__``: ``c[name] += 1`` on the hot path costs half
+    what it does on a ``Counter`` subclass.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
     def drop(self, reason: str, n: int = 1) -> None:
         self["dropped"] += n
         self["dropped." + reason] += n

@@ -50,6 +50,7 @@ _OFFSET_MASK: Final = 0x1FFF
 _HDR: Final = struct.Struct("!BBHHHBBH4s4s")
 _U16: Final = struct.Struct("!H")
 _NO_OPTIONS: Final = memoryview(b"")
+_from_bytes = int.from_bytes
 
 
 @dataclass(slots=True)
@@ -171,6 +172,8 @@ def pack_ipv4(
     if frag_offset & 7 or not 0 <= frag_offset <= _OFFSET_MASK << 3:
         raise ValueError(f"bad fragment offset {frag_offset}")
     frag = (frag_offset >> 3) | (_FLAG_DF if df else 0) | (_FLAG_MF if mf else 0)
+    if not olen:
+        return pack_ipv4_plain(buf, offset, src, dst, protocol, payload_len, ttl, tos, ident, frag)
     _HDR.pack_into(
         buf, offset, 0x40 | (hl >> 2), tos, total, ident, frag, ttl, protocol, 0, src, dst
     )
@@ -181,6 +184,37 @@ def pack_ipv4(
             buf[start + olen : offset + hl] = bytes(padded - olen)
     _U16.pack_into(buf, offset + 10, _checksum(memoryview(buf)[offset : offset + hl]))
     return hl
+
+
+def pack_ipv4_plain(
+    buf: WritableBuffer,
+    offset: int,
+    src: bytes,
+    dst: bytes,
+    protocol: int,
+    payload_len: int,
+    ttl: int,
+    tos: int,
+    ident: int,
+    frag: int,
+) -> int:
+    """The fast path of ``pack_ipv4``: a 20-byte header without options, no argument checks.
+
+    ``frag`` is the raw flags/fragment-offset field (``0x4000`` for DF).  The checksum comes from
+    header arithmetic instead of re-reading the packed bytes: the one's-complement sum of the ten
+    16-bit words modulo 0xffff, where an address read as one integer is congruent to the sum of
+    its words.  The version byte makes the header non-zero, so a zero sum means 0xffff and the
+    checksum is 0 (what RFC 1071 word-by-word summing gives).
+    """
+    total = IPV4_HLEN + payload_len
+    p = (
+        0x4500 + tos + total + ident + frag + (ttl << 8) + protocol
+        + _from_bytes(src, "big") + _from_bytes(dst, "big")
+    ) % 0xFFFF
+    _HDR.pack_into(
+        buf, offset, 0x45, tos, total, ident, frag, ttl, protocol, 0xFFFF - p if p else 0, src, dst
+    )
+    return IPV4_HLEN
 
 
 def ipv4_is_multicast(addr: bytes) -> bool:

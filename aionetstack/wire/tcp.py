@@ -78,6 +78,7 @@ _SACK_PERM: Final = struct.Struct("!BBBB")
 _SACK_HDR: Final = struct.Struct("!BBBB")
 _SACK_BLOCKS: Final = tuple(struct.Struct("!" + "II" * n) for n in range(MAX_SACK_BLOCKS + 1))
 _U32X2: Final = struct.Struct("!II")
+_HDR_TS: Final = struct.Struct("!HHIIHHHHIII")  # fixed header + NOP NOP TS(10) in one call
 
 
 @dataclass(slots=True)
@@ -97,6 +98,9 @@ class TcpOptions:
 
     def packed_len(self) -> int:
         """Bytes ``pack_into`` writes (a multiple of 4); ValueError if over 40."""
+        if (self.mss is None and self.wscale is None and not self.sack_blocks
+                and not self.sack_permitted):  # the data-segment case: timestamps or nothing
+            return 0 if self.timestamp is None else 12
         n = 0
         if self.mss is not None:
             n += 4
@@ -117,12 +121,18 @@ class TcpOptions:
 
     def pack_into(self, buf: WritableBuffer, offset: int) -> int:
         """Write the options at ``buf[offset:]`` (Linux layout); returns the length written."""
+        ts = self.timestamp
+        if (self.mss is None and self.wscale is None and not self.sack_blocks
+                and not self.sack_permitted):  # the data-segment case: one struct call
+            if ts is None:
+                return 0
+            _FAST_TS.pack_into(buf, offset, _FAST_TS_MAGIC, ts[0], ts[1])
+            return 12
         n = self.packed_len()
         pos = offset
         if self.mss is not None:
             _MSS.pack_into(buf, pos, OPT_MSS, 4, self.mss)
             pos += 4
-        ts = self.timestamp
         if ts is not None:
             if self.sack_permitted:
                 _TS.pack_into(buf, pos, OPT_SACK_PERMITTED, 2, OPT_TIMESTAMP, 10, ts[0], ts[1])
@@ -279,11 +289,11 @@ def parse_tcp(view: memoryview) -> TcpHeader:
     if hl < TCP_HLEN or hl > n:
         raise MalformedPacket("bad-length", f"TCP data offset {hl >> 2} in {n} bytes")
     if hl == TCP_HLEN:
-        options = TcpOptions()
+        options = TcpOptions(None, None, False, (), None, ())
     elif hl == 32:
         magic, tsval, tsecr = _FAST_TS.unpack_from(view, TCP_HLEN)
         if magic == _FAST_TS_MAGIC:
-            options = TcpOptions(timestamp=(tsval, tsecr))
+            options = TcpOptions(None, None, False, (), (tsval, tsecr), ())
         else:
             options = _parse_options(view, TCP_HLEN, hl)
     else:
@@ -351,22 +361,45 @@ def pack_tcp(
 
     With ``checksum=False`` the field is left 0 (for links with checksum offload).
     """
-    hl = pack_tcp_header(
-        buf,
-        offset,
-        sport=sport,
-        dport=dport,
-        seq=seq,
-        ack=ack,
-        flags=flags,
-        window=window,
-        urgent=urgent,
-        options=options,
-    )
-    length = hl + len(payload)
-    if payload:
+    hl = TCP_HLEN if options is None else TCP_HLEN + options.pack_into(buf, offset + TCP_HLEN)
+    plen = len(payload)
+    length = hl + plen
+    if plen:
         buf[offset + hl : offset + length] = payload
+    _HDR.pack_into(
+        buf, offset, sport, dport, seq, ack, (hl << 10) | (flags & 0xFF), window, 0, urgent
+    )
     if checksum:
         seg = memoryview(buf)[offset : offset + length]
         _U16.pack_into(buf, offset + 16, _transport_checksum(src, dst, PROTO_TCP, seg))
     return length
+
+
+def pack_tcp_ts(
+    buf: WritableBuffer,
+    offset: int,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    tsval: int,
+    tsecr: int,
+    payload: Buffer = b"",
+) -> int:
+    """The data-path segment (header, ``NOP NOP TS``, payload) in one ``struct`` call.
+
+    Byte for byte what ``pack_tcp(..., options=TcpOptions(timestamp=(tsval, tsecr)),
+    checksum=False)`` writes, without building a ``TcpOptions``: the header template of the
+    RFC 7323 Appendix A layout every data segment and pure ACK carries.  The checksum field is
+    left 0 (fill it with ``fill_tcp_checksum`` when the link does not offload it).
+    """
+    plen = len(payload)
+    if plen:
+        buf[offset + 32 : offset + 32 + plen] = payload
+    _HDR_TS.pack_into(
+        buf, offset, sport, dport, seq, ack, 0x8000 | (flags & 0xFF), window, 0, 0,
+        _FAST_TS_MAGIC, tsval, tsecr,
+    )
+    return 32 + plen

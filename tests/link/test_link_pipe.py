@@ -541,3 +541,79 @@ def test_stats_keys() -> None:
         "reordered",
         "corrupted",
     }
+
+
+# -- segmentation offload ------------------------------------------------------------------------
+
+
+def _super_packet(proto: int, payload_len: int, l2: bool) -> bytearray:
+    from aionetstack.wire.ipv4 import pack_ipv4
+    from aionetstack.wire.tcp import ACK, pack_tcp
+
+    src, dst = b"\xc6\x12\x00\x01", b"\xc6\x12\x00\x02"
+    l3 = 14 if l2 else 0
+    payload = bytes(i & 0xFF for i in range(payload_len))
+    if proto == 6:
+        buf = bytearray(l3 + 20 + 20 + payload_len)
+        l4 = pack_tcp(buf, l3 + 20, src=src, dst=dst, sport=1, dport=2, seq=1000, ack=5,
+                      flags=ACK, window=100, payload=payload)
+    else:
+        l4 = 8 + payload_len
+        buf = bytearray(l3 + 20 + l4)
+        buf[l3 + 20:l3 + 24] = b"\x00\x01\x00\x02"
+        buf[l3 + 24:l3 + 26] = l4.to_bytes(2, "big")
+        buf[l3 + 28:] = payload
+    pack_ipv4(buf, l3, src=src, dst=dst, protocol=proto, payload_len=l4)
+    if l2:
+        buf[12:14] = b"\x08\x00"
+    return buf
+
+
+def test_gso_caps_and_refusal() -> None:
+    a, _ = link.pipe(seed=1)
+    assert a.caps.gso_max_size == 0
+    with pytest.raises(RuntimeError):
+        a.send_gso(_super_packet(6, 4000, False), 1460)
+    g, _ = link.pipe(seed=1, gso=True)
+    assert g.caps.gso_max_size == 65535
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_gso_tcp_super_segment_passes_whole_on_an_intact_pipe(l2: bool) -> None:
+    clock = ManualClock()
+    a, b, _, rb = attached(clock, gso=True, l2=l2, mtu=1500)
+    pkt = _super_packet(6, 20000, l2)
+    a.send_gso(pkt, 1460)
+    run(clock, a, b)
+    assert rb.frames == [bytes(pkt)]
+    assert a.stats()["tx_frames"] == 1 and b.stats()["rx_bytes"] == len(pkt)
+
+
+@pytest.mark.parametrize("kwargs", [{"gso": True, "delay": 0.001},
+                                    {"gso": True, "corrupt": 0.0, "loss": 0.0, "jitter": 0.001}])
+def test_gso_is_segmented_on_an_impaired_pipe(kwargs: dict[str, object]) -> None:
+    from aionetstack.wire.ipv4 import parse_ipv4
+    from aionetstack.wire.tcp import parse_tcp
+
+    clock = ManualClock()
+    a, b, _, rb = attached(clock, mtu=1500, **kwargs)
+    pkt = _super_packet(6, 4000, False)
+    a.send_gso(pkt, 1460)
+    run(clock, a, b)
+    assert len(rb.frames) == 3
+    data = b""
+    seqs = []
+    for f in rb.frames:
+        h = parse_tcp(parse_ipv4(memoryview(f)).payload)
+        seqs.append(h.seq)
+        data += bytes(h.payload)
+    assert seqs == [1000, 2460, 3920]
+    assert data == bytes(i & 0xFF for i in range(4000))
+
+
+def test_gso_udp_is_split_into_datagrams() -> None:
+    clock = ManualClock()
+    a, b, _, rb = attached(clock, gso=True)
+    a.send_gso(_super_packet(17, 3000, False), 1000)
+    run(clock, a, b)
+    assert [len(f) for f in rb.frames] == [1028, 1028, 1028]

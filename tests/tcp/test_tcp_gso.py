@@ -30,7 +30,7 @@ def make(family: int, *, l2: bool = False, wrap_a: Path | None = None, **kw: obj
     """Two stacks on an offload pipe (``wrap_a``: capture a's side to that file)."""
     net = VirtualNetwork(seed=7)
     a, b = net.stack(), net.stack()
-    ea, eb = pipe(seed=7, l2=l2 or family == 6, offload=True, **kw)  # type: ignore[arg-type]
+    ea, eb = pipe(seed=7, l2=l2 or family == 6, gso=True, **kw)  # type: ignore[arg-type]
     la: Link = pcap(ea, wrap_a) if wrap_a is not None else ea
     A, B, plen = ADDRS[family]
     a.add_nic(la, [f"{A}/{plen}"])

@@ -123,7 +123,9 @@ def test_ipv6_ours_to_scapy(
 
 # ---- scapy-built extension chains ----------------------------------------------------------
 
-unknown_otypes = st.integers(2, 255).filter(lambda t: t not in (0xC2, 0xC9, 0x05, 0x04, 0x07))
+# (types scapy dissects with a class of its own are left out: Jumbo, HAO, Router Alert, RPL, ...)
+unknown_otypes = st.integers(2, 255).filter(
+    lambda t: t not in (0xC2, 0xC9, 0x05, 0x04, 0x07, 0x63))
 tlv_options = st.lists(
     st.one_of(
         st.just("pad1"),

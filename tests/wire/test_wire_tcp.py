@@ -310,3 +310,27 @@ def test_checksum_helpers() -> None:
     m = pack_tcp(c, 0, src=src, dst=dst, sport=5, dport=6, seq=7, ack=8, flags=ACK, window=9,
                  payload=b"x", checksum=False)
     assert c[16:18] == b"\x00\x00" and m == 21
+
+
+def test_pack_tcp_ts_matches_pack_tcp_with_a_timestamp_option() -> None:
+    import random
+
+    from aionetstack.wire.tcp import pack_tcp_ts
+
+    rng = random.Random(7)
+    for _ in range(200):
+        kw = {"sport": rng.randrange(65536), "dport": rng.randrange(65536),
+              "seq": rng.getrandbits(32), "ack": rng.getrandbits(32),
+              "flags": rng.randrange(256), "window": rng.randrange(65536)}
+        ts = (rng.getrandbits(32), rng.getrandbits(32))
+        payload = rng.randbytes(rng.choice((0, 1, 100, 1448)))
+        a = bytearray(8 + 32 + len(payload))
+        b = bytearray(len(a))
+        na = pack_tcp(a, 8, src=b"\x01\x02\x03\x04", dst=b"\x05\x06\x07\x08",
+                      options=TcpOptions(timestamp=ts), payload=payload, checksum=False, **kw)
+        nb = pack_tcp_ts(b, 8, kw["sport"], kw["dport"], kw["seq"], kw["ack"], kw["flags"],
+                         kw["window"], ts[0], ts[1], payload)
+        assert na == nb == 32 + len(payload)
+        assert a == b
+        h = parse_tcp(memoryview(b)[8:])
+        assert h.options.timestamp == ts and bytes(h.payload) == payload
