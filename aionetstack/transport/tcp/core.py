@@ -29,7 +29,16 @@ from aionetstack.transport.tcp.state import (
 )
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.seqnum import MASK, seq_add, seq_le, seq_lt
-from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpOptions, pack_tcp
+from aionetstack.wire.tcp import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    TcpOptions,
+    fill_tcp_checksum,
+    pack_tcp,
+    pack_tcp_ts,
+)
 
 if TYPE_CHECKING:
     from aionetstack.stack.stack import CoreStack
@@ -188,6 +197,7 @@ class EndpointCore:
             return
         now = self.stack.now()
         rcv = self.rcv
+        tsval = -1  # >= 0: the segment carries only a timestamp option (the header template)
         if flags & RST:
             window = 0
             options = None
@@ -196,28 +206,37 @@ class EndpointCore:
             if rexmit:
                 self.proto.stats["retransmitted"] += 1
             if options is None:
-                if self.ts_enabled:
-                    tsval = self._tsval(now)
-                    options = TcpOptions(timestamp=(tsval, self.ts_recent))
+                ts_enabled = self.ts_enabled
+                if ts_enabled:
+                    tsval = (int(now * 1000) + self.ts_offset) & MASK  # _tsval(now)
                     if rexmit:
                         self._rexmit_ts = tsval
-                # SACK blocks only as far as they fit beside the payload within the MTU
-                fit = (route.max_payload - 20 - (12 if self.ts_enabled else 0) - len(payload)
-                       - 4) // 8
-                if self.sack_ok and rcv.ooo and flags & ACK and fit > 0:
-                    blocks = rcv.sack_blocks(min(3 if self.ts_enabled else 4, fit))
-                    if options is None:
-                        options = TcpOptions(sack_blocks=blocks)
-                    else:
-                        options.sack_blocks = blocks
+                if self.sack_ok and rcv.ooo and flags & ACK:
+                    # SACK blocks only as far as they fit beside the payload within the MTU
+                    fit = (route.max_payload - 20 - (12 if ts_enabled else 0) - len(payload)
+                           - 4) // 8
+                    if fit > 0:
+                        blocks = rcv.sack_blocks(min(3 if ts_enabled else 4, fit))
+                        options = TcpOptions(
+                            timestamp=(tsval, self.ts_recent) if ts_enabled else None,
+                            sack_blocks=blocks)
+                        tsval = -1
             window = rcv.advertise(syn=True) if flags & SYN else rcv.advertise()
         ack = rcv.rcv_nxt if flags & ACK else 0
-        hl = 20 + (options.packed_len() if options is not None else 0)
-        l4 = hl + len(payload)
-        buf = route.new_packet(l4)
-        pack_tcp(buf, route.headroom, src=route.local, dst=route.remote, sport=self.local[1],
-                 dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
-                 options=options, payload=payload, checksum=not route.nic.tx_offload)
+        off = route.headroom
+        if tsval >= 0:
+            l4 = 32 + len(payload)
+            buf = route.new_packet(l4)
+            pack_tcp_ts(buf, off, self.local[1], self.remote[1], seq, ack, flags, window, tsval,
+                        self.ts_recent, payload)
+            if not route.nic.tx_offload:
+                fill_tcp_checksum(buf, off, l4, route.local, route.remote)
+        else:
+            l4 = 20 + (options.packed_len() if options is not None else 0) + len(payload)
+            buf = route.new_packet(l4)
+            pack_tcp(buf, off, src=route.local, dst=route.remote, sport=self.local[1],
+                     dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
+                     options=options, payload=payload, checksum=not route.nic.tx_offload)
         mss = self.snd.mss
         try:
             if len(payload) > mss:  # a super-segment for the link to cut (TSO)

@@ -19,6 +19,9 @@ from typing import Final
 
 
 class TcpState(enum.Enum):
+    # identity hashing: set membership tests on the hot path skip Enum's Python-level __hash__
+    __hash__ = object.__hash__
+
     CLOSED = "CLOSED"
     LISTEN = "LISTEN"
     SYN_SENT = "SYN-SENT"
