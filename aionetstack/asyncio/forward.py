@@ -29,6 +29,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from aionetstack.asyncio.wait import wait_events
 from aionetstack.errors import ConnectionReset, StackClosed, WouldBlock
 from aionetstack.stack.addr import AddressLike, to_str
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
@@ -101,17 +102,7 @@ async def _established(stack: Stack, ep: TcpEndpoint) -> None:
             if ep.state is TcpState.CLOSED:
                 raise ConnectionReset("the client went away during the handshake")
             return
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def wake(_events: int, fut: asyncio.Future[None] = fut) -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        entry = ep.waiter.register(wake, EVENT_OUT | EVENT_ERR | EVENT_HUP)
-        try:
-            await fut
-        finally:
-            ep.waiter.unregister(entry)
+        await wait_events(loop, ep.waiter, EVENT_OUT | EVENT_ERR | EVENT_HUP)
 
 
 class DatagramFlow:
@@ -141,17 +132,7 @@ class DatagramFlow:
                 return data, _fmt(dst)
             except WouldBlock:
                 pass
-            fut: asyncio.Future[None] = loop.create_future()
-
-            def wake(_events: int, fut: asyncio.Future[None] = fut) -> None:
-                if not fut.done():
-                    fut.set_result(None)
-
-            entry = flow.waiter.register(wake, EVENT_IN | EVENT_HUP)
-            try:
-                await fut
-            finally:
-                flow.waiter.unregister(entry)
+            await wait_events(loop, flow.waiter, EVENT_IN | EVENT_HUP)
 
     def send(self, data: bytes | bytearray | memoryview,
              source: tuple[AddressLike, int] | None = None) -> None:

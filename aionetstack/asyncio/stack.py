@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from aionetstack.asyncio.datagram import DatagramTransport
 from aionetstack.asyncio.server import Server
 from aionetstack.asyncio.transport import TcpTransport, make_ssl_protocol
+from aionetstack.asyncio.wait import wait_events
 from aionetstack.errors import (
     ConnectStarted,
     HostUnreachable,
@@ -416,17 +417,7 @@ class Stack(CoreStack):
                     return ep
                 except WouldBlock:
                     pass
-                fut: asyncio.Future[None] = loop.create_future()
-
-                def wake(_events: int, fut: asyncio.Future[None] = fut) -> None:
-                    if not fut.done():
-                        fut.set_result(None)
-
-                entry = ep.waiter.register(wake, EVENT_OUT | EVENT_ERR | EVENT_HUP)
-                try:
-                    await fut
-                finally:
-                    ep.waiter.unregister(entry)
+                await wait_events(loop, ep.waiter, EVENT_OUT | EVENT_ERR | EVENT_HUP)
         except BaseException:
             ep.abort()  # a cancelled or failed connect frees its port at once
             raise
