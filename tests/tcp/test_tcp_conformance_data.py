@@ -439,3 +439,68 @@ def test_info_reports_sack_holes_and_recovery(wire: Wire) -> None:
     info = ep.info()
     assert info["sack_holes"] == 1 and info["sacked_bytes"] == 3 * MSS
     assert info["in_recovery"] and info["retransmits"] >= 1
+
+
+# -- loss recovery details ---------------------------------------------------------------------
+def test_timeout_resend_skips_sacked_data(wire: Wire) -> None:
+    """After a retransmission timeout the go-back-N resend skips what the receiver SACKed (the
+    scoreboard survives a first timeout, RFC 6675 §5.1): holes 1, 2 and 4 are resent, 3 is not."""
+    _, ep = establish(wire)
+    ep.nodelay = True
+    ep.write(b"s" * (4 * MSS))
+    assert len(wire.recv()) == 4
+    seg = [(ISS + 1 + k * MSS) & 0xFFFFFFFF for k in range(5)]
+    wire.send(seq=PEER_ISS + 1, ack=seg[0], flags=ACK,
+              options=TcpOptions(sack_blocks=((seg[2], seg[3]),)))  # holds segment 3 only
+    assert wire.recv() == []
+    wire.advance(ep.info()["rto"] + 0.01)
+    assert [s.seq for s in wire.recv()] == [seg[0]]  # cwnd is one segment after the timeout
+    # (this ACK repeats no SACK block: what the sender skips comes from the kept scoreboard)
+    wire.send(seq=PEER_ISS + 1, ack=seg[1], flags=ACK)
+    resent = [s.seq for s in wire.recv()]
+    assert resent == [seg[1], seg[3]]  # segment 3 (SACKed) is skipped
+    wire.send(seq=PEER_ISS + 1, ack=seg[4], flags=ACK)
+    assert ep.info()["unacked"] == 0
+
+
+def test_second_timeout_forgets_the_scoreboard(wire: Wire) -> None:
+    """A receiver may renege (RFC 2018 §8): after a second timeout in a row the SACKed data is
+    resent too."""
+    _, ep = establish(wire)
+    ep.nodelay = True
+    ep.write(b"r" * (3 * MSS))
+    assert len(wire.recv()) == 3
+    seg = [(ISS + 1 + k * MSS) & 0xFFFFFFFF for k in range(4)]
+    wire.send(seq=PEER_ISS + 1, ack=seg[0], flags=ACK,
+              options=TcpOptions(sack_blocks=((seg[1], seg[2]),)))
+    wire.advance(ep.info()["rto"] + 0.01)
+    assert [s.seq for s in wire.recv()] == [seg[0]]
+    wire.advance(ep.info()["rto"] + 0.01)  # lost again: the scoreboard goes
+    assert [s.seq for s in wire.recv()] == [seg[0]]
+    wire.send(seq=PEER_ISS + 1, ack=seg[1], flags=ACK)  # no SACK any more: reneged
+    assert [s.seq for s in wire.recv()] == [seg[1], seg[2]]
+
+
+def test_a_lost_retransmission_is_resent_without_waiting_for_the_timeout(wire: Wire) -> None:
+    """Segment 0 is lost, and so is its fast retransmission: once data first sent after that
+    retransmission is SACKed while segment 0 is still missing, segment 0 goes again at once."""
+    _, ep = establish(wire)
+    ep.nodelay = True
+    ep.write(b"l" * (10 * MSS))
+    assert len(wire.recv()) == 10
+    seg = [(ISS + 1 + k * MSS) & 0xFFFFFFFF for k in range(13)]
+
+    def dupack(upto: int) -> list[int]:
+        wire.send(seq=PEER_ISS + 1, ack=seg[0], flags=ACK,
+                  options=TcpOptions(sack_blocks=((seg[1], seg[upto]),)))
+        return [s.seq for s in wire.recv()]
+
+    sent = dupack(2) + dupack(3) + dupack(4)
+    assert sent.count(seg[0]) == 1  # fast retransmit (RFC 6675 recovery)
+    ep.write(b"n" * (2 * MSS))  # new data, sent as the recovery's pipe allows
+    for upto in range(5, 11):
+        sent += dupack(upto)
+    assert seg[10] in sent  # new data went out after the retransmission
+    before = ep.info()["retransmits"]
+    again = dupack(11)  # the peer holds segment 10 (sent after the retransmission), not 0
+    assert seg[0] in again and ep.info()["retransmits"] == before + 1

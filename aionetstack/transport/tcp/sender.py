@@ -335,6 +335,7 @@ class Sender:
             self.cc.cwnd = self.cc.ssthresh
             self.retransmit_first(now)
             self.high_rxt = seq_add(self.snd_una, min(self.mss, self.flight))
+            self.rxt_log.append((self.snd_una, self.high_rxt, self.snd_max))
             self._sack_recover(now)
         elif self.dupacks < 3:
             # limited transmit (RFC 3042): a new segment for each of the first two dup ACKs
