@@ -16,6 +16,9 @@ from contextlib import contextmanager
 
 import pytest
 
+from aionetstack.clock import Clock
+from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+
 REQUIRE = os.environ.get("AIONETSTACK_REQUIRE_PRIVILEGED") == "1"
 
 
@@ -98,3 +101,29 @@ class Collect(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.errors.put_nowait(exc)
+
+
+class PassThrough(Link):
+    """A link wrapper for tests: everything goes to ``inner``; subclasses override ``send`` to
+    watch or drop outbound frames.  ``send_gso`` is deliberately not forwarded: the base class
+    cuts super-segments in software, so ``send`` sees every wire packet."""
+
+    def __init__(self, inner: Link) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    @property
+    def caps(self) -> LinkCaps:
+        return self.inner.caps
+
+    def attach(self, receiver: LinkReceiver, clock: Clock) -> None:
+        self.inner.attach(receiver, clock)
+
+    def poll(self) -> float | None:
+        return self.inner.poll()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def send(self, frame: Frame) -> None:
+        self.inner.send(frame)

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from aionetstack import link
-from aionetstack.clock import Clock
-from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.base import Frame, Link
 
-from .conftest import ns_socket
+from .conftest import PassThrough, ns_socket
 from .test_tcp_kernel import (
     KERNEL4,
     PORT,
@@ -195,26 +194,12 @@ async def test_kernel_without_options(netns: str, case: str, family: int) -> Non
         assert infos[0]["rcv_wnd"] <= 65535  # no scaling: the window field is the window
 
 
-class _Sizes(Link):
+class _Sizes(PassThrough):
     """Wraps a link and records the TCP payload sizes of the outbound IPv4 packets."""
 
     def __init__(self, inner: Link) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.payloads: list[int] = []
-
-    @property
-    def caps(self) -> LinkCaps:
-        return self.inner.caps
-
-    def attach(self, receiver: LinkReceiver, clock: Clock) -> None:
-        self.inner.attach(receiver, clock)
-
-    def poll(self) -> float | None:
-        return self.inner.poll()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def send(self, frame: Frame) -> None:
         mv = memoryview(frame)

@@ -17,9 +17,9 @@ import pytest
 
 from aionetstack import link
 from aionetstack.clock import Clock
-from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.base import Frame, Link, LinkReceiver
 
-from .conftest import require_tool
+from .conftest import PassThrough, require_tool
 from .test_tcp_kernel import (
     PORT,
     TUN_LINKS,
@@ -167,15 +167,14 @@ class _DropIn:
         self._receiver.link_wakeup(at)
 
 
-class Lossy(Link):
+class Lossy(PassThrough):
     """Wraps a device link and drops a fraction ``loss`` of frames each way (seeded).
 
     ``inner`` is how the asyncio ``Stack`` finds the fd of the device behind a wrapper.
     """
 
     def __init__(self, inner: Link, *, loss: float = 0.0, seed: int = 1) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.loss = loss
         self._rng = random.Random(seed)
         self.dropped_tx = 0
@@ -183,10 +182,6 @@ class Lossy(Link):
 
     def roll(self) -> bool:
         return self.loss > 0 and self._rng.random() < self.loss
-
-    @property
-    def caps(self) -> LinkCaps:
-        return self.inner.caps
 
     def attach(self, receiver: LinkReceiver, clock: Clock) -> None:
         self.inner.attach(_DropIn(self, receiver), clock)
@@ -196,12 +191,6 @@ class Lossy(Link):
             self.dropped_tx += 1
             return
         self.inner.send(frame)
-
-    def poll(self) -> float | None:
-        return self.inner.poll()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def stats(self) -> dict[str, int]:
         return {**self.inner.stats(), "dropped_tx": self.dropped_tx,
@@ -251,7 +240,7 @@ async def test_echo_under_stack_side_loss(netns: str, kind: type[link.Tun], offl
 # -- deterministic drops of chosen segments ------------------------------------------------
 
 
-class SeqDropper(Link):
+class SeqDropper(PassThrough):
     """Wraps a TUN link; drops outbound IPv4 TCP data segments chosen by a rule.
 
     ``drop_nth``: the first transmission of the n-th outbound data segment is dropped (loss 1).
@@ -260,8 +249,7 @@ class SeqDropper(Link):
     """
 
     def __init__(self, inner: Link, *, drop_nth: int, drop_after_fast_rexmit: bool) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.drop_nth = drop_nth
         self.drop_after = drop_after_fast_rexmit
         self.data_segments = 0
@@ -269,19 +257,6 @@ class SeqDropper(Link):
         self.recover: int | None = None  # snd_max at the first retransmission
         self.dropped: list[tuple[str, int]] = []
         self.new_sizes: list[int] = []  # payload sizes of first transmissions, in order
-
-    @property
-    def caps(self) -> LinkCaps:
-        return self.inner.caps
-
-    def attach(self, receiver: LinkReceiver, clock: Clock) -> None:
-        self.inner.attach(receiver, clock)
-
-    def poll(self) -> float | None:
-        return self.inner.poll()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def send(self, frame: Frame) -> None:
         mv = memoryview(frame)
@@ -314,14 +289,14 @@ class SeqDropper(Link):
         self.inner.send(frame)
 
 
-async def test_loss_right_after_sack_recovery_is_fast_retransmitted(netns: str) -> None:
-    """Stack → kernel bulk data; the 30th data segment is lost, and so is the first new
-    segment sent after its fast retransmission.  Both losses are repaired by the SACK/dup-ACK
-    machinery, without a retransmission timeout."""
+async def _bulk_with_drops(netns: str, seed: int, **rule: Any) -> tuple[SeqDropper, dict[str, Any],
+                                                                        Any]:
+    """Stack → kernel, 1 MiB through a ``SeqDropper(**rule)``; the kernel's copy is checked
+    against what was sent.  Returns (the dropper, the sender's tcp_info, the stack's TCP stats)."""
     dropper: list[SeqDropper] = []
 
     def wrap(dev: Link) -> Link:
-        dropper.append(SeqDropper(dev, drop_nth=30, drop_after_fast_rexmit=True))
+        dropper.append(SeqDropper(dev, **rule))
         return dropper[0]
 
     async with stack_on(netns, link.Tun, False, wrap=wrap) as stack:
@@ -329,7 +304,7 @@ async def test_loss_right_after_sack_recovery_is_fast_retransmitted(netns: str) 
         ktask = asyncio.create_task(kernel_server_exchange(lsock, b""))
         try:
             reader, writer = await asyncio.wait_for(stack.open_connection(addrs(4)[0], PORT), 10)
-            up = blob(1 << 20, 41)
+            up = blob(1 << 20, seed)
             writer.write(up)
             writer.write_eof()
             assert await asyncio.wait_for(reader.read(), 30) == b""
@@ -340,38 +315,27 @@ async def test_loss_right_after_sack_recovery_is_fast_retransmitted(netns: str) 
             ktask.cancel()
             lsock.close()
         assert sha(kgot) == sha(up)
-        assert [why for why, _ in dropper[0].dropped] == [
-            "first loss", "first new segment in recovery"], dropper[0].dropped
-        assert info["retransmits"] >= 2
-        assert stack.tcp.stats["timeouts"] == 0, (dict(stack.tcp.stats), info)
+        return dropper[0], info, stack.tcp.stats
+
+
+async def test_loss_right_after_sack_recovery_is_fast_retransmitted(netns: str) -> None:
+    """Stack → kernel bulk data; the 30th data segment is lost, and so is the first new
+    segment sent after its fast retransmission.  Both losses are repaired by the SACK/dup-ACK
+    machinery, without a retransmission timeout."""
+    dropper, info, stats = await _bulk_with_drops(netns, 41, drop_nth=30,
+                                                  drop_after_fast_rexmit=True)
+    assert [why for why, _ in dropper.dropped] == [
+        "first loss", "first new segment in recovery"], dropper.dropped
+    assert info["retransmits"] >= 2
+    assert stats["timeouts"] == 0, (dict(stats), info)
 
 
 async def test_no_sub_mss_slivers_during_sack_recovery(netns: str) -> None:
     """Stack → kernel bulk data with one segment lost: every new data segment but the last
     is a full MSS (the sender's SWS avoidance holds during loss recovery too)."""
-    dropper: list[SeqDropper] = []
-
-    def wrap(dev: Link) -> Link:
-        dropper.append(SeqDropper(dev, drop_nth=30, drop_after_fast_rexmit=False))
-        return dropper[0]
-
-    async with stack_on(netns, link.Tun, False, wrap=wrap) as stack:
-        lsock = kernel_listener(netns, 4)
-        ktask = asyncio.create_task(kernel_server_exchange(lsock, b""))
-        try:
-            reader, writer = await asyncio.wait_for(stack.open_connection(addrs(4)[0], PORT), 10)
-            up = blob(1 << 20, 42)
-            writer.write(up)
-            writer.write_eof()
-            assert await asyncio.wait_for(reader.read(), 30) == b""
-            kgot = await asyncio.wait_for(ktask, 30)
-            mss = writer.get_extra_info("tcp_info")["snd_mss"]
-            writer.close()
-        finally:
-            ktask.cancel()
-            lsock.close()
-        assert sha(kgot) == sha(up)
-        sizes = dropper[0].new_sizes
-        assert len(dropper[0].dropped) == 1
-        slivers = [(i, n) for i, n in enumerate(sizes[:-1]) if n < mss]
-        assert slivers == [], f"sub-MSS segments mid-stream (index, size): {slivers}"
+    dropper, info, _ = await _bulk_with_drops(netns, 42, drop_nth=30,
+                                              drop_after_fast_rexmit=False)
+    assert len(dropper.dropped) == 1
+    mss = info["snd_mss"]
+    slivers = [(i, n) for i, n in enumerate(dropper.new_sizes[:-1]) if n < mss]
+    assert slivers == [], f"sub-MSS segments mid-stream (index, size): {slivers}"
