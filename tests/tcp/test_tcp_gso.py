@@ -17,7 +17,7 @@ import pytest
 from tcp_helpers import Pair
 from test_tcp_transfer import pump
 
-from aionetstack.errors import ConnectStarted
+from aionetstack.errors import ConnectStarted, WouldBlock
 from aionetstack.link import pcap, pipe
 from aionetstack.link.base import Link
 from aionetstack.testing import VirtualNetwork
@@ -122,3 +122,44 @@ def test_capture_shows_mtu_sized_segments_with_valid_checksums(tmp_path: Path) -
         ip = pk[scapy.IP]
         ip[scapy.TCP].chksum = None
         assert scapy.IP(bytes(ip))[scapy.TCP].chksum == raw_ck  # scapy recomputes: identical
+
+
+def test_super_segments_wait_for_address_resolution_as_ordinary_packets() -> None:
+    """On an L2 link whose neighbour entry is gone, a super-segment is cut into packets that
+    queue behind ARP like any other; the transfer goes on intact once it resolves."""
+    p = make(4, l2=True)
+    cli, srv = connect(p, 4)
+    data = random.Random(9).randbytes(400_000)
+    sent = cli.write(data[:100_000])
+    nic = next(n for n in p.a.nics.values() if n.l2)
+    assert nic.neigh4 is not None
+    nic.neigh4.clear()  # forget the peer: the next super-segment meets an unresolved entry
+    before = p.a.stats()["neighbour"].get("solicit-sent", 0)
+    rest = data[sent:]
+    got = bytearray()
+
+    def step() -> bool:
+        nonlocal rest
+        if rest:
+            try:
+                n = cli.write(rest)
+                rest = rest[n:]
+            except WouldBlock:
+                pass
+            if not rest:
+                cli.shutdown_write()
+        while True:
+            try:
+                chunk = srv.read()
+            except WouldBlock:
+                break
+            if not chunk:
+                return True
+            got.extend(chunk)
+        return False
+
+    assert p.run(step, 60)
+    assert bytes(got) == data
+    assert cli.info()["retransmits"] == 0  # queued behind ARP, not lost
+    assert p.links[0].stats().get("dropped_mtu", 0) == 0
+    assert p.a.stats()["neighbour"].get("solicit-sent", 0) > before  # it did resolve again
