@@ -173,6 +173,9 @@ class TcpTransport(asyncio.Transport):
             else:
                 assert isinstance(proto, asyncio.Protocol)
                 proto.data_received(data)
+        # the bound ran out with data left (a small get_buffer(), a big burst): come back for
+        # the rest, after the other callbacks
+        self._on_event(EVENT_IN)
 
     def _on_eof(self) -> None:
         self._read_eof = True

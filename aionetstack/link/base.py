@@ -9,7 +9,10 @@ Data flow:
   never touches it again, so no defensive copy is needed.
 * inbound: the link calls ``receiver.link_deliver(frame)`` for each arriving frame, from inside
   ``link.poll()`` (in-memory links, which hold frames until their arrival time) or from the fd
-  reader of a device link (asyncio adapter).
+  reader of a device link (asyncio adapter).  A link that gets several frames at once (one fd
+  wake-up, one poll) hands them over together with ``deliver_batch(receiver, frames)``, which
+  uses the receiver's ``link_deliver_batch`` when it has one (the NIC does: it merges TCP
+  segments of a flow, software GRO) and calls ``link_deliver`` for each frame otherwise.
 * wake-ups: a link holding frames for a future time calls ``receiver.link_wakeup(at)`` when its
   earliest pending time changes; the stack then calls ``link.poll()`` at (or after) ``at``.
 
@@ -51,6 +54,17 @@ class LinkReceiver(Protocol):
     def link_deliver(self, frame: memoryview) -> None: ...
 
     def link_wakeup(self, at: float) -> None: ...
+
+
+def deliver_batch(receiver: LinkReceiver, frames: list[memoryview]) -> None:
+    """Hand ``frames`` (arrived together, in order) to ``receiver``: as one batch if it takes
+    batches (``link_deliver_batch``), else one by one."""
+    batch = getattr(receiver, "link_deliver_batch", None)
+    if batch is not None:
+        batch(frames)
+        return
+    for f in frames:
+        receiver.link_deliver(f)
 
 
 class Link(ABC):

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 
 from aionetstack.clock import Clock
-from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver, deliver_batch
 from aionetstack.link.vnet import VnetCodec, deliver_frames, segment
 
 TxItem = Frame | list[Frame]  # one frame, or the pieces of one frame for writev
@@ -127,15 +127,26 @@ class FdLink(Link):
 
     # -- input -----------------------------------------------------------------------------
     def read_ready(self) -> None:
-        """The fd is readable: read and deliver up to ``batch`` frames."""
+        """The fd is readable: read up to ``batch`` frames, then deliver them as one batch
+        (``deliver_batch``: the NIC merges TCP segments of a flow, software GRO)."""
+        if self.closed:
+            return
+        frames: list[memoryview] = []
+        try:
+            self._read_batch(frames)
+        finally:
+            if frames and self._receiver is not None and not self.closed:
+                deliver_batch(self._receiver, frames)
+
+    def _read_batch(self, frames: list[memoryview]) -> None:
         st = self._stats
         fd = self._fd
         size = self.read_size
+        read = self._read
+        rx = self._rx
         for _ in range(self.batch):
-            if self.closed:
-                return
             try:
-                data = self._read(fd, size)
+                data = read(fd, size)
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -151,17 +162,16 @@ class FdLink(Link):
                 return
             st["rx_frames"] += 1
             st["rx_bytes"] += len(data)
-            if self._receiver is not None:
-                self._rx(data)
+            rx(data, frames)
 
     def _read(self, fd: int, size: int) -> bytes | None:
         """Read one frame (hook); ``None`` skips it, ``b""`` ends the batch."""
         return os.read(fd, size)
 
-    def _rx(self, data: bytes) -> None:
-        """Deliver one read (hook: strip headers, split super-packets)."""
-        assert self._receiver is not None
-        self._receiver.link_deliver(memoryview(data))
+    def _rx(self, data: bytes, out: list[memoryview]) -> None:
+        """Turn one read into the frame(s) to deliver, appended to ``out`` (hook: strip
+        headers, split super-packets)."""
+        out.append(memoryview(data))
 
     def close(self) -> None:
         if self.closed:
@@ -236,8 +246,8 @@ class VnetFdLink(FdLink):
         for piece in pieces:
             self.send(piece)
 
-    def _rx(self, data: bytes) -> None:
-        deliver_frames(self._vnet, self._receiver, data, self._stats)
+    def _rx(self, data: bytes, out: list[memoryview]) -> None:
+        deliver_frames(self._vnet, out, data, self._stats)
 
     def stats(self) -> dict[str, int]:
         st = super().stats()

@@ -32,7 +32,7 @@ import struct
 from typing import BinaryIO
 
 from aionetstack.clock import Clock
-from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver, deliver_batch
 
 __all__ = ["LINKTYPE_ETHERNET", "LINKTYPE_RAW", "PCAP_MAGIC_NS", "PcapLink", "pcap"]
 
@@ -56,6 +56,12 @@ class _Tap:
     def link_deliver(self, frame: memoryview) -> None:
         self._link._record(frame)
         self._receiver.link_deliver(frame)
+
+    def link_deliver_batch(self, frames: list[memoryview]) -> None:
+        record = self._link._record
+        for f in frames:
+            record(f)
+        deliver_batch(self._receiver, frames)
 
     def link_wakeup(self, at: float) -> None:
         self._receiver.link_wakeup(at)

@@ -68,7 +68,7 @@ from collections import deque
 from heapq import heappop, heappush
 
 from aionetstack.clock import Clock
-from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver
+from aionetstack.link.base import Frame, Link, LinkCaps, LinkReceiver, deliver_batch
 from aionetstack.link.vnet import locate_l4, segment
 from aionetstack.wire.checksum import PROTO_TCP
 
@@ -329,34 +329,45 @@ class PipeEnd(Link):
         clock = self._clock
         if receiver is None or clock is None or self._closed:
             return None
-        deliver = receiver.link_deliver
         fifo = self._fifo
         if fifo:
-            # Everything in the FIFO was due when it was sent.  Deliver what is there now; frames
-            # queued by re-entrant sends during delivery are due immediately.
+            # Everything in the FIFO was due when it was sent.  Deliver what is there now, as
+            # one batch (the receiver may merge TCP segments: GRO); frames queued by re-entrant
+            # sends during delivery are due immediately.
             pop = fifo.popleft
-            for _ in range(len(fifo)):
-                frame = pop()
-                self._rx_frames += 1
-                self._rx_bytes += len(frame)
-                deliver(memoryview(frame))
-                if self._closed:
-                    return None
+            batch = [memoryview(pop()) for _ in range(len(fifo))]
+            self._deliver(receiver, batch)
+            if self._closed:
+                return None
             if fifo:
                 return clock()
         heap = self._heap
         if heap:
             now = clock()
+            batch = []
             while heap and heap[0][0] <= now:
-                frame = heappop(heap)[2]
-                self._rx_frames += 1
-                self._rx_bytes += len(frame)
-                deliver(memoryview(frame))
+                batch.append(memoryview(heappop(heap)[2]))
+            if batch:
+                self._deliver(receiver, batch)
                 if self._closed:
                     return None
             if heap:
                 return heap[0][0]
         return None
+
+    def _deliver(self, receiver: LinkReceiver, batch: list[memoryview]) -> None:
+        if len(batch) > 1 and hasattr(receiver, "link_deliver_batch"):
+            self._rx_frames += len(batch)
+            self._rx_bytes += sum(map(len, batch))
+            deliver_batch(receiver, batch)
+            return
+        for i, frame in enumerate(batch):  # one by one: a receiver closing the pipe drops the rest
+            if self._closed:
+                self._peer._stats["dropped_closed"] += len(batch) - i
+                return
+            self._rx_frames += 1
+            self._rx_bytes += len(frame)
+            receiver.link_deliver(frame)
 
     def close(self) -> None:
         """Close the pipe (both ends): frames in flight and frames sent later are dropped."""

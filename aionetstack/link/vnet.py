@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from aionetstack.errors import InvalidArgument
-from aionetstack.link.base import LinkReceiver
 from aionetstack.wire.checksum import (
     PROTO_TCP,
     PROTO_UDP,
@@ -78,6 +77,7 @@ TCP_FLAG_CWR: Final = 0x80
 _IPV6_EXT: Final = frozenset({0, 43, 60})
 
 _HDR = struct.Struct("=BBHHHH")
+_PACK_SEQ = struct.Struct("!I").pack_into
 NO_OFFLOAD: Final = bytes(VIRTIO_NET_HDR_LEN)
 
 
@@ -201,6 +201,8 @@ def segment(frame: Frame, l3: int, gso_size: int) -> list[bytearray]:
         hlen = info.l4 + 8
     if hlen > info.end:
         raise MalformedPacket("truncated", "transport header")
+    if info.protocol == PROTO_TCP:
+        return _segment_tcp(frame, l3, info, hlen, gso_size)
     headers = bytes(frame[:hlen])
     payload = memoryview(frame)[hlen:info.end]
     count = max(1, -(-len(payload) // gso_size))
@@ -233,6 +235,77 @@ def segment(frame: Frame, l3: int, gso_size: int) -> list[bytearray]:
         else:
             _put16(seg, info.l4 + 4, l4_len)
         _fill_l4_checksum(seg, info, l4_len)
+        out.append(seg)
+    return out
+
+
+def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int
+                 ) -> list[bytearray]:
+    """``segment`` for TCP, the hot path of software GSO: the header sums are computed once and
+    only the fields that change per piece (lengths, IPv4 ID, sequence number, flags) are added
+    to them, so each piece costs one pass over its payload for the checksum."""
+    headers = bytearray(frame[:hlen])
+    l4 = info.l4
+    v4 = info.version == 4
+    ihl = l4 - l3
+    thl = hlen - l4
+    ident = (headers[l3 + 4] << 8) | headers[l3 + 5] if v4 else 0
+    seq = int.from_bytes(headers[l4 + 4:l4 + 8], "big")
+    tcp_flags = headers[l4 + 13]
+    # zero what varies, then sum what does not: the IPv4 header without length, ID and
+    # checksum; the TCP header without sequence number, flags and checksum
+    if v4:
+        headers[l3 + 2:l3 + 6] = b"\0\0\0\0"
+        headers[l3 + 10:l3 + 12] = b"\0\0"
+        ip_base = ones_sum(memoryview(headers)[l3:l4])
+    else:
+        ip_base = 0
+    headers[l4 + 4:l4 + 8] = b"\0\0\0\0"
+    headers[l4 + 13] = 0
+    headers[l4 + 16:l4 + 18] = b"\0\0"
+    tcp_base = (ones_sum(memoryview(headers)[l4:hlen])
+                + pseudo_header_sum(info.src, info.dst, PROTO_TCP, 0))
+    payload = memoryview(frame)[hlen:info.end]
+    total = len(payload)
+    count = max(1, -(-total // gso_size))
+    out: list[bytearray] = []
+    pack = _PACK_SEQ
+    from_bytes = int.from_bytes
+    for k in range(count):
+        start = k * gso_size
+        piece = payload[start:start + gso_size]
+        n = len(piece)
+        seg = headers + piece
+        l4_len = thl + n
+        if v4:
+            tot = ihl + l4_len
+            i = (ident + k) & 0xFFFF
+            seg[l3 + 2] = tot >> 8
+            seg[l3 + 3] = tot & 0xFF
+            seg[l3 + 4] = i >> 8
+            seg[l3 + 5] = i & 0xFF
+            x = (ip_base + tot + i) % 0xFFFF
+            c = ~x & 0xFFFF if x else 0  # as ``checksum.finish``: the header is never all zero
+            seg[l3 + 10] = c >> 8
+            seg[l3 + 11] = c & 0xFF
+        else:
+            seg[l3 + 4] = l4_len >> 8
+            seg[l3 + 5] = l4_len & 0xFF
+        s = (seq + start) & 0xFFFFFFFF
+        f = tcp_flags
+        if k != count - 1:
+            f &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH)
+        if k:
+            f &= ~TCP_FLAG_CWR
+        pack(seg, l4 + 4, s)
+        seg[l4 + 13] = f
+        body = from_bytes(piece, "big")
+        if n & 1:
+            body <<= 8
+        x = (tcp_base + l4_len + (s >> 16) + (s & 0xFFFF) + f + body % 0xFFFF) % 0xFFFF
+        c = ~x & 0xFFFF if x else 0
+        seg[l4 + 16] = c >> 8
+        seg[l4 + 17] = c & 0xFF
         out.append(seg)
     return out
 
@@ -345,18 +418,17 @@ class VnetCodec:
         return [memoryview(data)[VIRTIO_NET_HDR_LEN:]]
 
 
-def deliver_frames(codec: VnetCodec | None, receiver: LinkReceiver | None, data: bytes,
+def deliver_frames(codec: VnetCodec | None, out: list[memoryview], data: bytes,
                    stats: dict[str, int]) -> None:
-    """Hand one read from a device to ``receiver``: as is, or through ``codec`` (vnet header
-    stripped, USO super-datagrams split).  A header the codec rejects counts as an rx error."""
-    assert receiver is not None
+    """Append the frames of one read from a device to ``out``: as is, or through ``codec`` (vnet
+    header stripped, USO super-datagrams split).  A header the codec rejects counts as an rx
+    error."""
     if codec is None:
-        receiver.link_deliver(memoryview(data))
+        out.append(memoryview(data))
         return
     try:
         frames = codec.rx(data)
     except ValueError:
         stats["rx_errors"] += 1
         return
-    for f in frames:
-        receiver.link_deliver(f)
+    out.extend(frames)

@@ -175,7 +175,7 @@ class IcmpProtocol:
         st = self.s4
         st["received"] += 1
         try:
-            msg = I4.parse_icmpv4(payload, verify_checksum=not pkt.nic.rx_trusted)
+            msg = I4.parse_icmpv4(payload, verify_checksum=not pkt.trusted)
         except MalformedPacket as exc:
             st.malformed(exc.reason)
             return
@@ -231,7 +231,7 @@ class IcmpProtocol:
         st["received"] += 1
         try:
             msg = I6.parse_icmpv6(payload, pkt.src, pkt.dst,
-                                  verify_checksum=not pkt.nic.rx_trusted)
+                                  verify_checksum=not pkt.trusted)
         except MalformedPacket as exc:
             st.malformed(exc.reason)
             return

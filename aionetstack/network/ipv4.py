@@ -44,11 +44,13 @@ class IPv4Protocol:
         return self._ident
 
     # -- ingress ---------------------------------------------------------------------------
-    def deliver(self, nic: NIC, view: memoryview) -> None:
+    def deliver(self, nic: NIC, view: memoryview, trusted: bool = False) -> None:
+        """``trusted``: checksums already verified (GRO); else the NIC's ``rx_trusted``."""
         st = self.stats
         st["received"] += 1
+        trusted = trusted or nic.rx_trusted
         try:
-            h = parse_ipv4(view, not nic.rx_trusted)
+            h = parse_ipv4(view, not trusted)
         except MalformedPacket as exc:
             st.malformed(exc.reason)
             return
@@ -107,7 +109,7 @@ class IPv4Protocol:
             hdr[10:12] = checksum(hdr).to_bytes(2, "big")
             packet = memoryview(bytes(hdr) + whole)
         st["delivered"] += 1
-        pkt = PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first)
+        pkt = PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first, trusted)
         proto = h.protocol
         if proto == PROTO_ICMP:
             stack.icmp.deliver4(pkt, payload)

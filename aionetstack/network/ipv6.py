@@ -42,9 +42,11 @@ class IPv6Protocol:
         self._frag_timer = stack.timers.timer(self._expire_fragments)
 
     # -- ingress ---------------------------------------------------------------------------
-    def deliver(self, nic: NIC, view: memoryview) -> None:
+    def deliver(self, nic: NIC, view: memoryview, trusted: bool = False) -> None:
+        """``trusted``: checksums already verified (GRO); else the NIC's ``rx_trusted``."""
         st = self.stats
         st["received"] += 1
+        trusted = trusted or nic.rx_trusted
         stack = self.stack
         try:
             h = parse_ipv6(view)
@@ -79,7 +81,7 @@ class IPv6Protocol:
             action, pointer = chain.bad_option
             st.drop("unrecognized-option")
             if action == 2 or (action == 3 and cast != MULTICAST):
-                pkt = PacketInfo(6, src, dst, nic, h.hop_limit, packet, cast)
+                pkt = PacketInfo(6, src, dst, nic, h.hop_limit, packet, cast, trusted=trusted)
                 stack.icmp.send_error(pkt, PARAM_PROBLEM, 2, pointer, allow_multicast=True)
             return
         proto = chain.protocol
@@ -93,7 +95,7 @@ class IPv6Protocol:
                 if frag.more and len(frag.payload) % 8:
                     # RFC 8200 §4.5: parameter problem pointing at the payload length field
                     st.drop("bad-fragment-length")
-                    pkt = PacketInfo(6, src, dst, nic, h.hop_limit, packet, cast)
+                    pkt = PacketInfo(6, src, dst, nic, h.hop_limit, packet, cast, trusted=trusted)
                     stack.icmp.send_error(pkt, PARAM_PROBLEM, 0, 4)
                     return
                 # kept for a time exceeded on timeout: the headers, the fragment header and the
@@ -125,7 +127,7 @@ class IPv6Protocol:
                 proto = chain.protocol
                 payload = chain.payload
         st["delivered"] += 1
-        pkt = PacketInfo(6, src, dst, nic, h.hop_limit, packet, cast)
+        pkt = PacketInfo(6, src, dst, nic, h.hop_limit, packet, cast, trusted=trusted)
         if proto == NH_ICMPV6:
             stack.icmp.deliver6(pkt, payload)
             return

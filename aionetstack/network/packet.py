@@ -18,13 +18,17 @@ class PacketInfo:
     """Where an inbound transport segment came from.
 
     ``packet`` is the whole IP packet (header first), kept for quoting in ICMP errors.
-    ``cast`` is UNICAST, BROADCAST or MULTICAST (by destination address).
+    ``cast`` is UNICAST, BROADCAST or MULTICAST (by destination address).  ``trusted``: the
+    transport checksum needs no verification (the link's checksums are trusted, or GRO verified
+    each segment before merging them).
     """
 
-    __slots__ = ("cast", "dst", "family", "first_fragment", "hop_limit", "nic", "packet", "src")
+    __slots__ = ("cast", "dst", "family", "first_fragment", "hop_limit", "nic", "packet", "src",
+                 "trusted")
 
     def __init__(self, family: int, src: bytes, dst: bytes, nic: NIC, hop_limit: int,
-                 packet: memoryview, cast: int = UNICAST, first_fragment: bool = True) -> None:
+                 packet: memoryview, cast: int = UNICAST, first_fragment: bool = True,
+                 trusted: bool = False) -> None:
         self.family = family
         self.src = src
         self.dst = dst
@@ -33,6 +37,7 @@ class PacketInfo:
         self.packet = packet
         self.cast = cast
         self.first_fragment = first_fragment
+        self.trusted = trusted
 
 
 # kind -> (exception class, hard?) for errors about a packet *we* sent (RFC 1122 §4.2.3.9:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aionetstack.link.base import Link, LinkCaps
+from aionetstack.link.vnet import segment
+from aionetstack.network.gro import Gro
 from aionetstack.stack.addr import is_link_local6, is_multicast, same_prefix, to_str
 from aionetstack.stack.neighbour import NeighbourCache
 from aionetstack.wire.errors import MalformedPacket
@@ -36,6 +38,9 @@ from aionetstack.wire.ethernet import (
 
 if TYPE_CHECKING:
     from aionetstack.stack.stack import CoreStack
+
+
+SOFTWARE_GSO_MAX = 65535
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,7 +80,15 @@ class NIC:
         self.rx_trusted = caps.rx_checksum_trusted
         self.tx_offload = caps.tx_checksum_offload
         self.link_header_len = ETH_HLEN if self.l2 else 0
+        # segmentation offload: what TCP may hand ``output`` as one super-segment.  A link with
+        # TSO takes it whole (``caps.gso_max_size``); for any other link the NIC cuts it into
+        # MTU-sized packets itself (software GSO, as Linux does before a driver without TSO),
+        # which costs far less per packet than running TCP's output once per MSS.
+        # ``software_gso = False`` (before connections open) turns that off.
+        self.software_gso = True
         self._poll_timer = stack.timers.timer(self._poll)
+        # receive offload for batches (link_deliver_batch); ``gro = None`` turns it off
+        self.gro: Gro | None = Gro(self)
         self.neigh4: NeighbourCache | None = None
         self.neigh6: NeighbourCache | None = None
         if self.l2:
@@ -91,6 +104,20 @@ class NIC:
                 transmit=self.transmit,
                 on_unreachable=stack.on_neighbour_unreachable,
                 max_entries=stack.limits.neighbour_entries)
+
+    @property
+    def gso_max(self) -> int:
+        """Largest super-segment (IP packet bytes) ``output`` takes with ``gso``; 0: none."""
+        hw = self.caps.gso_max_size
+        return hw if hw else (SOFTWARE_GSO_MAX if self.software_gso else 0)
+
+    def _send_gso(self, frame: bytearray | memoryview, gso: int) -> None:
+        if self.caps.gso_max_size:
+            self.link.send_gso(frame, gso)
+            return
+        send = self.link.send
+        for piece in segment(frame, self.link_header_len, gso):
+            send(piece)
 
     def __repr__(self) -> str:
         addrs = ", ".join(str(a) for a in self.addresses)
@@ -126,7 +153,18 @@ class NIC:
         return False
 
     # -- link receiver -------------------------------------------------------------------
-    def link_deliver(self, frame: memoryview) -> None:
+    def link_deliver_batch(self, frames: list[memoryview]) -> None:
+        """Deliver a batch of frames read together, merging TCP segments with GRO
+        (``aionetstack.network.gro``) unless ``gro`` is off."""
+        gro = self.gro
+        if gro is None or len(frames) < 2:
+            for f in frames:
+                self.link_deliver(f)
+            return
+        gro.run(frames)
+
+    def link_deliver(self, frame: memoryview, trusted: bool = False) -> None:
+        """Deliver one frame; ``trusted``: its checksums are known good (GRO verified them)."""
         stack = self.stack
         stats = stack.stats_
         stats.link["rx-frames"] += 1
@@ -139,9 +177,9 @@ class NIC:
                 return
             v = frame[0] >> 4
             if v == 4:
-                stack.ipv4.deliver(self, frame)
+                stack.ipv4.deliver(self, frame, trusted)
             elif v == 6:
-                stack.ipv6.deliver(self, frame)
+                stack.ipv6.deliver(self, frame, trusted)
             else:
                 stats.link.malformed("bad-version")
             return
@@ -156,9 +194,9 @@ class NIC:
             return
         et = eth.ethertype
         if et == ETHERTYPE_IPV4:
-            stack.ipv4.deliver(self, eth.payload)
+            stack.ipv4.deliver(self, eth.payload, trusted)
         elif et == ETHERTYPE_IPV6:
-            stack.ipv6.deliver(self, eth.payload)
+            stack.ipv6.deliver(self, eth.payload, trusted)
         elif et == ETHERTYPE_ARP:
             stack.arp.deliver(self, eth.payload)
         else:
@@ -185,7 +223,7 @@ class NIC:
             self.stack.stats_.link["tx-frames"] += 1
             frame = buf if l3_offset == 0 else memoryview(buf)[l3_offset:]
             if gso:
-                self.link.send_gso(frame, gso)
+                self._send_gso(frame, gso)
             else:
                 self.link.send(frame)
             return
@@ -195,8 +233,6 @@ class NIC:
             assert neigh is not None
             mac = neigh.lookup(next_hop)
             if mac is None:  # unresolved: queue ordinary packets behind the resolution
-                from aionetstack.link.vnet import segment
-
                 for piece in segment(memoryview(buf)[l3_offset:], 0, gso):
                     pb = bytearray(l3_offset) + piece
                     self.output(pb, l3_offset, next_hop)
@@ -225,7 +261,7 @@ class NIC:
         self.stack.stats_.link["tx-frames"] += 1
         frame = buf if start == 0 else memoryview(buf)[start:]
         if gso:
-            self.link.send_gso(frame, gso)
+            self._send_gso(frame, gso)
         else:
             self.link.send(frame)
 

@@ -273,7 +273,7 @@ class UdpProtocol:
         except MalformedPacket as exc:
             st.malformed(exc.reason)
             return
-        if not pkt.nic.rx_trusted and not udp_checksum_ok(pkt.src, pkt.dst, segment):
+        if not pkt.trusted and not udp_checksum_ok(pkt.src, pkt.dst, segment):
             st.malformed("bad-checksum")
             return
         src = (pkt.src, h.sport)

@@ -293,7 +293,7 @@ class UdpForwarder:
             st.drop("forwarder-flow-limit")
             return True
         copy = PacketInfo(pkt.family, pkt.src, pkt.dst, pkt.nic, pkt.hop_limit,
-                          memoryview(bytes(pkt.packet)), UNICAST)
+                          memoryview(bytes(pkt.packet)), UNICAST, trusted=pkt.trusted)
         req = UdpForwarderRequest(self, copy, dst, src, bytes(h.payload))
         self._requests[src] = req
         st["forwarder-requests"] += 1

@@ -193,7 +193,7 @@ def test_slow_start_and_recovery_hooks_are_renos() -> None:
     cc, reno = Cubic(MSS), Reno(MSS)
     for c in (cc, reno):
         c.on_ack(3000, 0.1, 1.0)
-    assert cc.cwnd == reno.cwnd == 11 * MSS  # + min(acked, SMSS)
+    assert cc.cwnd == reno.cwnd == 13 * MSS  # + acked (byte counting, no per-ACK cap)
     cc.ssthresh = reno.ssthresh = 5 * MSS
     for c in (cc, reno):
         c.on_dupack()

@@ -61,7 +61,10 @@ def test_reno_slow_start_avoidance_and_loss() -> None:
     cc = Reno(1000)
     assert cc.cwnd == 10_000
     cc.on_ack(3000, None, 0.0)
-    assert cc.cwnd == 11_000  # slow start: at most one SMSS per ACK
+    assert cc.cwnd == 13_000  # slow start: the bytes acknowledged (a stretch ACK counts whole)
+    cc.ssthresh = 14_000
+    cc.on_ack(3000, None, 0.0)
+    assert cc.cwnd == 14_000  # ... but never past ssthresh
     cc.on_loss(20_000)
     assert cc.ssthresh == 10_000 and cc.cwnd == 13_000
     cc.on_dupack()
@@ -72,7 +75,9 @@ def test_reno_slow_start_avoidance_and_loss() -> None:
     assert cc.cwnd == 6000
     cc.cwnd = cc.ssthresh
     cc.on_ack(1000, None, 0.0)
-    assert cc.cwnd == 10_100  # congestion avoidance: SMSS*SMSS/cwnd
+    assert cc.cwnd == 10_100  # congestion avoidance: SMSS*SMSS/cwnd per SMSS acked
+    cc.on_ack(5000, None, 0.0)
+    assert cc.cwnd == 10_100 + 1000 * 5000 // 10_100  # a stretch ACK: SMSS*acked/cwnd
     cc.on_rto(8000)
     assert cc.ssthresh == 4000 and cc.cwnd == 1000
 

@@ -43,8 +43,13 @@ stamps ``name`` on it; an unknown name raises ``InvalidArgument`` (a ``ValueErro
 
 Reno
 ----
-Slow start below ``ssthresh`` (RFC 5681 §3.1, +min(acked, SMSS), i.e. RFC 3465 ABC with L=1),
-otherwise congestion avoidance (+SMSS*SMSS/cwnd per ACK, RFC 5681 eq. 3).  Loss:
+Slow start below ``ssthresh``, otherwise congestion avoidance, both counting acknowledged bytes
+(RFC 3465, as RFC 5681 §3.1 allows): slow start grows by the bytes each ACK acknowledges, up to
+``ssthresh``, and congestion avoidance by ``SMSS * acked / cwnd`` (one SMSS per window
+acknowledged, RFC 5681 eq. 3 scaled by the bytes acked).  The slow-start increase per ACK is not
+capped at one or two SMSS (RFC 3465's ``L``): receivers with receive offload (GRO, Linux's and
+ours) send one ACK per merged super-segment, and a cap would make such stretch ACKs slow the
+window's growth many times over; Linux does the same (``tcp_slow_start``).  Loss:
 ``ssthresh = max(flight/2, 2*SMSS)``, ``cwnd = ssthresh + 3*SMSS`` (§3.2 steps 2-3).  Timeout:
 ``ssthresh = max(flight/2, 2*SMSS)``, ``cwnd = 1 SMSS`` (§3.1 eq. 4 and the loss window).
 
@@ -128,9 +133,9 @@ class Reno(CongestionControl):
 
     def on_ack(self, acked: int, rtt: float | None, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(acked, self.mss)
+            self.cwnd = min(self.cwnd + acked, self.ssthresh)
         else:
-            self.cwnd += max(1, self.mss * self.mss // self.cwnd)
+            self.cwnd += max(1, self.mss * acked // self.cwnd)
 
     def on_loss(self, flight: int) -> None:
         self.ssthresh = max(flight // 2, 2 * self.mss)
@@ -168,7 +173,7 @@ class Cubic(Reno):
         if rtt is not None:
             self.srtt = rtt if not self.srtt else 0.875 * self.srtt + 0.125 * rtt
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(acked, self.mss)
+            self.cwnd = min(self.cwnd + acked, self.ssthresh)
             return
         mss = self.mss
         cwnd_seg = self.cwnd / mss

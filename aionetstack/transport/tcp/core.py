@@ -178,7 +178,7 @@ class EndpointCore:
         ts_len = 12 if self.ts_enabled else 0
         local = self._local_mss()
         route = self.route
-        gso = route.nic.link.caps.gso_max_size if route is not None else 0
+        gso = route.nic.gso_max if route is not None else 0
         # a super-segment's payload: the link's limit less IP and TCP headers (with options)
         self.snd.gso_limit = max(gso - (20 if self.family == 4 else 40) - 60, 0) if gso else 0
         self.snd.set_mss(max(min(self.peer_mss, local) - ts_len, 64))
@@ -203,8 +203,8 @@ class EndpointCore:
             options = None
         else:
             rexmit = bool(payload or flags & FIN) and seq_lt(seq, self.snd.snd_max)
-            if rexmit:
-                self.proto.stats["retransmitted"] += 1
+            if rexmit:  # counted in packets on the wire, as "sent" (a super-segment is several)
+                self.proto.stats["retransmitted"] += -(-len(payload) // self.snd.mss) or 1
             if options is None:
                 ts_enabled = self.ts_enabled
                 if ts_enabled:
@@ -229,14 +229,16 @@ class EndpointCore:
             buf = route.new_packet(l4)
             pack_tcp_ts(buf, off, self.local[1], self.remote[1], seq, ack, flags, window, tsval,
                         self.ts_recent, payload)
-            if not route.nic.tx_offload:
+            # a super-segment is cut into packets that get checksums of their own (TSO, GSO)
+            if not route.nic.tx_offload and len(payload) <= self.snd.mss:
                 fill_tcp_checksum(buf, off, l4, route.local, route.remote)
         else:
             l4 = 20 + (options.packed_len() if options is not None else 0) + len(payload)
             buf = route.new_packet(l4)
             pack_tcp(buf, off, src=route.local, dst=route.remote, sport=self.local[1],
                      dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
-                     options=options, payload=payload, checksum=not route.nic.tx_offload)
+                     options=options, payload=payload,
+                     checksum=not route.nic.tx_offload and len(payload) <= self.snd.mss)
         mss = self.snd.mss
         try:
             if len(payload) > mss:  # a super-segment for the link to cut (TSO)
@@ -246,7 +248,7 @@ class EndpointCore:
         except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
             self.proto.stats.drop(f"send-{type(exc).__name__}")
         else:
-            self.proto.stats["sent"] += 1
+            self.proto.stats["sent"] += -(-len(payload) // mss) or 1
         if flags & ACK:
             self.last_ack_sent = ack
             self._ack_bytes = 0

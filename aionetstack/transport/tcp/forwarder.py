@@ -205,7 +205,7 @@ class TcpForwarder:
         # the request may outlive this packet's buffer: keep copies
         h = parse_tcp(memoryview(bytes(segment)))
         pkt = PacketInfo(pkt.family, pkt.src, pkt.dst, pkt.nic, pkt.hop_limit,
-                         memoryview(bytes(pkt.packet)), UNICAST)
+                         memoryview(bytes(pkt.packet)), UNICAST, trusted=pkt.trusted)
         req = TcpForwarderRequest(self, pkt, h)
         self._requests[key] = req
         st["forwarder-requests"] += 1

@@ -112,7 +112,7 @@ class TcpProtocol:
         except MalformedPacket as exc:
             st.malformed(exc.reason)
             return
-        if not pkt.nic.rx_trusted and not tcp_checksum_ok(pkt.src, pkt.dst, segment):
+        if not pkt.trusted and not tcp_checksum_ok(pkt.src, pkt.dst, segment):
             st.malformed("bad-checksum")
             return
         if h.sport == 0 or h.dport == 0:

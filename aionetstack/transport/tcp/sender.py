@@ -155,9 +155,14 @@ class Sender:
                 break  # FIN already sent
             usable = min(self.snd_wnd, self.cc.cwnd) - flight
             n = min(unsent, room, max(usable, 0))
-            if n > self.mss and n < unsent:
-                n -= n % self.mss  # a super-segment: whole segments, the tail waits
             fin = self.fin_queued and n == unsent
+            if n > self.mss and n % self.mss and (n < unsent or (
+                    not fin and not self.nodelay and flight > 0
+                    and seq_gt(self.snd_sml, self.snd_una))):
+                # a super-segment: whole segments; the short tail waits for more data, or (the
+                # last of the data) for Nagle, as the short segment on its own would (Linux
+                # ``tcp_mss_split_point``)
+                n -= n % self.mss
             if n <= 0 and not fin:
                 break
             if n < self.mss and n < unsent:
