@@ -84,6 +84,12 @@ class Link(ABC):
     def send(self, frame: Frame) -> None:
         """Transmit one frame (ownership passes to the link)."""
 
+    def send_many(self, frames: list[bytearray]) -> None:
+        """Transmit several frames in order (the pieces of a software-segmented packet); links
+        with a cheaper batch path override this."""
+        for f in frames:
+            self.send(f)
+
     def send_gso(self, frame: Frame, gso_size: int) -> None:
         """Transmit a TCP/UDP super-segment (IP total length up to 64 KiB) as packets of
         ``gso_size`` payload bytes each.  Links with segmentation offload (``caps.gso_max_size``)

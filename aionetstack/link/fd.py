@@ -49,6 +49,7 @@ class FdLink(Link):
         self.writer_hook: Callable[[bool], None] | None = None
         self.on_close: Callable[[], None] | None = None
         self.closed = False
+        self._plain_rx, self._plain_tx = self._is_plain()
         self._stats = {"rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
                        "tx_queued": 0, "tx_dropped_queue": 0, "rx_errors": 0, "tx_errors": 0}
 
@@ -72,6 +73,39 @@ class FdLink(Link):
     def _frame_out(self, frame: Frame) -> TxItem:
         """What to write for ``frame`` (hook: e.g. prefix a header)."""
         return frame
+
+    def send_many(self, frames: list[bytearray]) -> None:
+        if self.closed:
+            return
+        if not self._plain_tx or self._txq:
+            for f in frames:
+                self._put(self._frame_out(f))
+            return
+        write = os.write
+        fd = self._fd
+        nbytes = 0
+        for i, f in enumerate(frames):
+            try:
+                write(fd, f)
+            except OSError:
+                # EAGAIN and errors: the one-frame path queues, counts or closes
+                self._count_tx(i, nbytes)
+                for rest in frames[i:]:
+                    self._put(rest)
+                return
+            nbytes += len(f)
+        self._count_tx(len(frames), nbytes)
+
+    def _count_tx(self, frames: int, nbytes: int) -> None:
+        st = self._stats
+        st["tx_frames"] += frames
+        st["tx_bytes"] += nbytes
+
+    def _is_plain(self) -> tuple[bool, bool]:
+        """Whether frames are read and written as they are (no hooks at work): (rx, tx)."""
+        cls = type(self)
+        return (cls._read is FdLink._read and cls._rx is FdLink._rx,
+                cls._frame_out is FdLink._frame_out and cls._write is FdLink._write)
 
     def _write(self, item: TxItem) -> None:
         if isinstance(item, list):
@@ -139,6 +173,9 @@ class FdLink(Link):
                 deliver_batch(self._receiver, frames)
 
     def _read_batch(self, frames: list[memoryview]) -> None:
+        if self._plain_rx:
+            self._read_plain(frames)
+            return
         st = self._stats
         fd = self._fd
         size = self.read_size
@@ -163,6 +200,34 @@ class FdLink(Link):
             st["rx_frames"] += 1
             st["rx_bytes"] += len(data)
             rx(data, frames)
+
+    def _read_plain(self, frames: list[memoryview]) -> None:
+        """``_read_batch`` without hooks: one ``os.read`` per frame, stats added at the end."""
+        read = os.read
+        fd = self._fd
+        size = self.read_size
+        nbytes = 0
+        n = 0
+        try:
+            for _ in range(self.batch):
+                try:
+                    data = read(fd, size)
+                except InterruptedError:
+                    continue
+                if not data:
+                    break
+                nbytes += len(data)
+                n += 1
+                frames.append(memoryview(data))
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self._stats["rx_errors"] += 1
+            if exc.errno in (errno.EBADF, errno.ENODEV, errno.EIO):
+                self.close()
+        st = self._stats
+        st["rx_frames"] += n
+        st["rx_bytes"] += nbytes
 
     def _read(self, fd: int, size: int) -> bytes | None:
         """Read one frame (hook); ``None`` skips it, ``b""`` ends the batch."""
@@ -217,6 +282,11 @@ class VnetFdLink(FdLink):
 
     _vnet: VnetCodec | None = None
     _l2 = False
+
+    def _is_plain(self) -> tuple[bool, bool]:
+        cls = type(self)
+        bare = self._vnet is None
+        return (bare and cls._read is FdLink._read, bare and cls._write is FdLink._write)
 
     def _frame_out(self, frame: Frame) -> TxItem:
         vnet = self._vnet

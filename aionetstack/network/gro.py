@@ -17,8 +17,15 @@ the flow's pending merge, so a flow's segments keep their order):
   same IP TOS/TTL (IPv6: first word and hop limit), acknowledgment number, window and options
   (timestamps included) as the segments before it; its sequence number follows the previous
   one exactly; no earlier segment was shorter than the first or carried PSH;
-* its checksums verify (unless the link's checksums are trusted).  A segment that fails is
-  delivered alone and the normal path counts and drops it.
+* its checksums verify (unless the link's checksums are trusted).
+
+Checksums are verified as a sum over the merge (RFC 1071 sums add): each segment's TCP bytes
+are added up as one big integer, plus the pseudo-header words, and a single modulo at the end
+says whether every segment summed to zero.  Random corruption slips through that with the same
+odds as through one segment's own checksum (a corrupted segment is missed only if its own sum
+happens to come out right).  When the sum fails, the segments are delivered one by one,
+unmerged and unverified, and the normal path checks each one and counts and drops the bad ones.
+IPv4 header checksums are checked per packet.
 
 The merged packet carries the first segment's headers with the IP length fixed and PSH from the
 last segment; its TCP checksum is not recomputed: it is delivered as checksum-verified.
@@ -40,28 +47,30 @@ _MAX_IP = 65535
 
 
 class _Chain:
-    __slots__ = ("first", "hlen", "l3", "nxt", "payloads", "psh", "sig", "size", "total", "v6")
+    __slots__ = ("frames", "hlen", "l3", "nxt", "psh", "sig", "size", "small", "sum", "total",
+                 "v6")
 
     def __init__(self, first: memoryview, l3: int, hlen: int, nxt: int, size: int,
-                 sig: tuple[object, ...], psh: bool, v6: bool) -> None:
-        self.first = first
+                 sig: tuple[object, ...], psh: bool, v6: bool, big: int, small: int) -> None:
+        self.frames = [first]
         self.l3 = l3
-        self.hlen = hlen  # L2 + IP + TCP header bytes of ``first``
+        self.hlen = hlen  # L2 + IP + TCP header bytes of each frame
         self.nxt = nxt  # sequence number the next merged segment must carry
         self.size = size  # payload length of the first segment (the sender's MSS)
         self.sig = sig
         self.psh = psh
         self.v6 = v6
         self.total = size
-        self.payloads: list[memoryview] = [first[hlen:]]
+        self.sum = big  # the segments' bytes as integers, added (0: trusted, nothing to check)
+        self.small = small  # their pseudo-header words, added
 
 
 # IPv4 header (no options) + TCP header; IPv6 header + TCP header: one unpack per segment.
 # Addresses come out as integers: an address's value is congruent (mod 0xffff) to the sum of
 # its 16-bit words, which is all the pseudo-header sum needs (RFC 1071).
-_V4 = struct.Struct("!BBHHHBBHII12xBB2x")  # ... TCP up to the data offset and flags
-_V6 = struct.Struct("!IHBBQQQQ12xBB2x")
-_SEQ = struct.Struct("!I")
+_TCP = "4xIIBBH2xH"  # ports skipped; seq, ack, data offset, flags, window, urgent pointer
+_V4 = struct.Struct("!BBHHHBBHII" + _TCP)
+_V6 = struct.Struct("!IHBBQQQQ" + _TCP)
 
 
 class Gro:
@@ -72,19 +81,18 @@ class Gro:
     def __init__(self, nic: NIC) -> None:
         self.nic = nic
         self.local = nic.stack._local
-        self.stats = {"gro_merged": 0, "gro_packets": 0}
+        self.stats = {"gro_merged": 0, "gro_packets": 0, "gro_bad_sum": 0}
 
     def run(self, frames: list[memoryview]) -> None:
         """Deliver ``frames`` through the NIC, merging what can be merged."""
         nic = self.nic
         deliver = nic.link_deliver
-        trusted = nic.rx_trusted
+        verify = not nic.rx_trusted
         promisc = nic.promiscuous
         local = self.local
         l3 = 14 if nic.l2 else 0
         unpack4 = _V4.unpack_from
         unpack6 = _V6.unpack_from
-        seq_of = _SEQ.unpack_from
         from_bytes = _from_bytes
         chains: dict[bytes, _Chain] = {}
         for f in frames:
@@ -94,22 +102,25 @@ class Gro:
                 continue
             b0 = f[l3]
             if b0 == 0x45:
-                (_, tos, iplen, _, frag, ttl, proto, _, src, dst, doff, flags) = unpack4(f, l3)
-                if proto != 6:
+                if f[l3 + 9] != 6:
                     deliver(f)
                     continue
-                v6 = False
+                (_, tos, iplen, _, frag, ttl, _, _, src, dst, seq, ack, doff, flags, win,
+                 urg) = unpack4(f, l3)
                 t = l3 + 20
+                v6 = False
                 key = bytes(f[l3 + 12:t + 4])
-                ip = (tos, ttl, frag)
-                ok = not frag & 0x3FFF and iplen + l3 == n and (promisc or key[4:8] in local)
-            elif b0 >> 4 == 6 and n >= l3 + 56 and f[l3 + 6] == 6:
-                (w0, plen6, _, ttl, s0, s1, d0, d1, doff, flags) = unpack6(f, l3)
-                v6 = True
+                ok = not frag & 0x3FFF and iplen + l3 == n and not (
+                    verify and from_bytes(f[l3:t], "big") % 0xFFFF)
+                ip = tos << 24 | frag << 8 | ttl
+            elif b0 >> 4 == 6 and n >= l3 + 60 and f[l3 + 6] == 6:
+                (w0, plen6, _, ip, s0, s1, d0, d1, seq, ack, doff, flags, win,
+                 urg) = unpack6(f, l3)
                 t = l3 + 40
+                v6 = True
                 key = bytes(f[l3 + 8:t + 4])
-                ip = (w0, ttl, 0)
-                ok = plen6 + 40 + l3 == n and (promisc or key[16:32] in local)
+                ok = plen6 + 40 + l3 == n
+                ip |= w0 << 8
                 src = s0 + s1
                 dst = d0 + d1
             else:
@@ -118,59 +129,66 @@ class Gro:
             thl = (doff >> 4) * 4
             plen = n - t - thl
             if not ok or thl < 20 or plen <= 0 or flags & ~_PSH != _ACK:
-                self._flush_key(chains, key)
+                c = chains.pop(key, None)
+                if c is not None:
+                    self._deliver(c)
                 deliver(f)
                 continue
-            if not trusted:
-                # RFC 1071 sums: the IPv4 header, then the TCP segment with its pseudo-header
-                body = from_bytes(f[t:], "big")
-                if (n - t) & 1:
-                    body <<= 8
-                if ((not v6 and from_bytes(f[l3:t], "big") % 0xFFFF)
-                        or (body + src + dst + 6 + n - t) % 0xFFFF):
-                    self._flush_key(chains, key)
-                    deliver(f)  # the normal path counts and drops it
-                    continue
-            (seq,) = seq_of(f, t + 4)
             # everything but lengths, IDs, checksums, sequence number and PSH must match:
-            # IPv4 TOS, TTL, DF (IPv6 first word and hop limit); TCP acknowledgment number,
-            # window, urgent pointer and options
-            sig = (ip, bytes(f[t + 8:t + 12]), bytes(f[t + 14:t + 16]), bytes(f[t + 18:t + thl]))
-            psh = bool(flags & _PSH)
+            # IPv4 TOS, DF, TTL (IPv6 traffic class, flow label, hop limit); TCP acknowledgment
+            # number, window, urgent pointer and options
+            sig = (ip, ack, win, urg, bytes(f[t + 20:t + thl]) if thl > 20 else b"")
+            if verify:
+                big = from_bytes(f[t:], "big")
+                if (n - t) & 1:
+                    big <<= 8
+                small = src + dst + 6 + n - t
+            else:
+                big = small = 0
+            psh = flags & _PSH
             c = chains.get(key)
             if c is not None:
                 if (c.nxt == seq and c.sig == sig and not c.psh and plen <= c.size
-                        and c.total == c.size * len(c.payloads)
+                        and c.total == c.size * len(c.frames)
                         and c.hlen - l3 + c.total + plen <= _MAX_IP):
-                    c.payloads.append(f[t + thl:])
+                    c.frames.append(f)
                     c.total += plen
                     c.nxt = (seq + plen) & 0xFFFFFFFF
                     c.psh = psh
+                    if verify:
+                        c.sum += big
+                        c.small += small
                     continue
                 del chains[key]
                 self._deliver(c)
-            chains[key] = _Chain(f, l3, t + thl, (seq + plen) & 0xFFFFFFFF, plen, sig, psh, v6)
+            if not (promisc or (key[16:32] if v6 else key[4:8]) in local):
+                deliver(f)  # not ours: forwarding (or dropping) is the network layer's business
+                continue
+            chains[key] = _Chain(f, l3, t + thl, (seq + plen) & 0xFFFFFFFF, plen, sig, psh, v6,
+                                 big, small)
         for c in chains.values():
-            self._deliver(c)
-
-    def _flush_key(self, chains: dict[bytes, _Chain], key: bytes) -> None:
-        c = chains.pop(key, None)
-        if c is not None:
             self._deliver(c)
 
     def _deliver(self, c: _Chain) -> None:
         nic = self.nic
-        parts = c.payloads
-        if len(parts) == 1:
-            nic.link_deliver(c.first, True)
+        frames = c.frames
+        if c.sum and (c.sum % 0xFFFF + c.small) % 0xFFFF:
+            # some segment's checksum is wrong: hand them over one by one, to be verified (and
+            # the bad ones counted and dropped) by the normal path
+            self.stats["gro_bad_sum"] += 1
+            for f in frames:
+                nic.link_deliver(f)
+            return
+        if len(frames) == 1:
+            nic.link_deliver(frames[0], True)
             return
         st = self.stats
         st["gro_merged"] += 1
-        st["gro_packets"] += len(parts)
+        st["gro_packets"] += len(frames)
         hlen = c.hlen
         l3 = c.l3
-        buf = bytearray(c.first[:hlen])
-        buf += b"".join(parts)
+        buf = bytearray(frames[0][:hlen])
+        buf += b"".join([f[hlen:] for f in frames])
         if c.v6:
             n = len(buf) - l3 - 40
             buf[l3 + 4] = n >> 8

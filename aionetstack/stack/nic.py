@@ -115,9 +115,7 @@ class NIC:
         if self.caps.gso_max_size:
             self.link.send_gso(frame, gso)
             return
-        send = self.link.send
-        for piece in segment(frame, self.link_header_len, gso):
-            send(piece)
+        self.link.send_many(segment(frame, self.link_header_len, gso))
 
     def __repr__(self) -> str:
         addrs = ", ".join(str(a) for a in self.addresses)

@@ -97,7 +97,8 @@ def test_in_order_segments_of_a_flow_become_one_packet(l2: bool, v6: bool) -> No
         recomputed = ip.copy()
         del recomputed.chksum
         assert IP(bytes(recomputed)).chksum == ip.chksum
-    assert r.nic.gro is not None and r.nic.gro.stats == {"gro_merged": 1, "gro_packets": 10}
+    assert r.nic.gro is not None
+    assert r.nic.gro.stats == {"gro_merged": 1, "gro_packets": 10, "gro_bad_sum": 0}
 
 
 def test_at_most_64k_per_merged_packet() -> None:
@@ -157,20 +158,31 @@ def test_control_segments_and_pure_acks_go_alone_after_the_flows_data(flags: str
     assert got[1][TCP].flags == last[TCP].flags
 
 
-def test_a_segment_with_a_bad_checksum_is_delivered_alone_in_its_place() -> None:
+def test_a_bad_checksum_unmerges_the_run_and_only_the_bad_segment_is_dropped() -> None:
+    """The merge's summed checksum fails: its segments are delivered one by one, in order and
+    unverified, so the normal path drops (and counts) exactly the bad one."""
     r = Rig()
+    tcp = r.stack.stats()["tcp"]
     bad = seg(2)
     bad[TCP].chksum = (TCP(bytes(bad[TCP])).chksum + 1) & 0xFFFF  # scapy keeps the bad value
-    before = r.stack.stats()["tcp"].get("malformed.bad-checksum", 0)
+    before = tcp.get("malformed.bad-checksum", 0)
     got = r.batch(seg(0), seg(1), bad, seg(3), seg(4))
     assert [(p[TCP].seq, len(payload(p)), p.trusted) for p in got] == [
-        (SEQ, 2000, True), (SEQ + 2000, 1000, False), (SEQ + 3000, 2000, True)]
+        (SEQ + i * 1000, 1000, False) for i in range(5)]
     assert r.stack.stats()["tcp"]["malformed.bad-checksum"] == before + 1
-    bad_ip = seg(1)
+    assert r.nic.gro is not None and r.nic.gro.stats["gro_bad_sum"] == 1
+    # a bad IPv4 header checksum is caught per packet: that one goes alone, the rest merge
+    bad_ip = seg(2)
     bad_ip[IP].chksum = 0x1234
-    got = r.batch(seg(0), bad_ip, seg(2))
-    assert [p.trusted for p in got] == [True, False, True]
-    assert r.stack.stats()["ipv4"]["malformed"] >= 1
+    ipv4_malformed = r.stack.stats()["ipv4"].get("malformed", 0)
+    got = r.batch(seg(0), seg(1), bad_ip, seg(3))
+    assert [(len(payload(p)), p.trusted) for p in got] == [(2000, True), (1000, False),
+                                                           (1000, True)]
+    assert r.stack.stats()["ipv4"]["malformed"] == ipv4_malformed + 1
+    # and a single corrupted segment never counts as verified
+    lone = seg(7)
+    lone[TCP].chksum = (TCP(bytes(lone[TCP])).chksum + 1) & 0xFFFF
+    assert [p.trusted for p in r.batch(lone, seg(20))] == [False, True]
 
 
 def test_trusted_links_skip_verification_but_still_merge() -> None:
