@@ -27,6 +27,12 @@ happens to come out right).  When the sum fails, the segments are delivered one 
 unmerged and unverified, and the normal path checks each one and counts and drops the bad ones.
 IPv4 header checksums are checked per packet.
 
+Pure ACKs are folded too: of a run of them for one connection in one batch (same sequence
+number, rising acknowledgment numbers, no options but a timestamp) only the last is delivered,
+since it carries everything the earlier ones did (ACKs are cumulative; its window and timestamp
+are the newest).  Duplicate ACKs, ACKs with SACK blocks and window updates that acknowledge
+nothing new are never folded: loss detection counts them.
+
 The merged packet carries the first segment's headers with the IP length fixed and PSH from the
 last segment; its TCP checksum is not recomputed: it is delivered as checksum-verified.
 """
@@ -44,11 +50,12 @@ if TYPE_CHECKING:
 _from_bytes = int.from_bytes
 _ACK, _PSH = 0x10, 0x08
 _MAX_IP = 65535
+_TS_ONLY = b"\x01\x01\x08\x0a"  # NOP, NOP, timestamp: the only options a folded ACK carries
 
 
 class _Chain:
-    __slots__ = ("frames", "hlen", "l3", "nxt", "psh", "sig", "size", "small", "sum", "total",
-                 "v6")
+    __slots__ = ("ack", "acks", "frames", "hlen", "l3", "nxt", "psh", "sig", "size", "small",
+                 "sum", "total", "v6")
 
     def __init__(self, first: memoryview, l3: int, hlen: int, nxt: int, size: int,
                  sig: tuple[object, ...], psh: bool, v6: bool, big: int, small: int) -> None:
@@ -63,6 +70,8 @@ class _Chain:
         self.total = size
         self.sum = big  # the segments' bytes as integers, added (0: trusted, nothing to check)
         self.small = small  # their pseudo-header words, added
+        self.acks = size == 0  # a run of pure ACKs (only the last is delivered)
+        self.ack = 0
 
 
 # IPv4 header (no options) + TCP header; IPv6 header + TCP header: one unpack per segment.
@@ -81,7 +90,8 @@ class Gro:
     def __init__(self, nic: NIC) -> None:
         self.nic = nic
         self.local = nic.stack._local
-        self.stats = {"gro_merged": 0, "gro_packets": 0, "gro_bad_sum": 0}
+        self.stats = {"gro_merged": 0, "gro_packets": 0, "gro_bad_sum": 0,
+                      "gro_acks_folded": 0}
 
     def run(self, frames: list[memoryview]) -> None:
         """Deliver ``frames`` through the NIC, merging what can be merged."""
@@ -128,6 +138,11 @@ class Gro:
                 continue
             thl = (doff >> 4) * 4
             plen = n - t - thl
+            if (plen == 0 and flags == _ACK and ok
+                    and (thl == 20 or (thl == 32 and f[t + 20:t + 24] == _TS_ONLY))):
+                self._pure_ack(chains, key, f, t, n, thl, seq, ack, ip, verify, src + dst,
+                               v6)
+                continue
             if not ok or thl < 20 or plen <= 0 or flags & ~_PSH != _ACK:
                 c = chains.pop(key, None)
                 if c is not None:
@@ -148,7 +163,7 @@ class Gro:
             psh = flags & _PSH
             c = chains.get(key)
             if c is not None:
-                if (c.nxt == seq and c.sig == sig and not c.psh and plen <= c.size
+                if (c.nxt == seq and c.sig == sig and not c.acks and not c.psh and plen <= c.size
                         and c.total == c.size * len(c.frames)
                         and c.hlen - l3 + c.total + plen <= _MAX_IP):
                     c.frames.append(f)
@@ -169,6 +184,36 @@ class Gro:
         for c in chains.values():
             self._deliver(c)
 
+    def _pure_ack(self, chains: dict[bytes, _Chain], key: bytes, f: memoryview, t: int, n: int,
+                  thl: int, seq: int, ack: int, ip: int, verify: bool, addrs: int,
+                  v6: bool) -> None:
+        """A pure ACK (no data, no flags but ACK, no options but a timestamp).  Of a run of
+        them in one batch with the same sequence number and rising acknowledgment numbers only
+        the last is delivered: it says everything the earlier ones said (cumulative ACK, the
+        newest window and timestamp).  Duplicate ACKs, SACK blocks and window updates without
+        a new acknowledgment are never folded, so loss detection sees every one of them."""
+        big = small = 0
+        if verify:
+            big = _from_bytes(f[t:], "big")
+            small = addrs + 6 + n - t
+        c = chains.get(key)
+        if c is not None:
+            if (c.acks and c.nxt == seq and c.sig[0] == ip and c.hlen == t + thl
+                    and 0 < (ack - c.ack) & 0xFFFFFFFF < 0x80000000):
+                c.frames.append(f)
+                c.ack = ack
+                c.sum += big
+                c.small += small
+                return
+            del chains[key]
+            self._deliver(c)
+        if not (self.nic.promiscuous or (key[16:32] if v6 else key[4:8]) in self.local):
+            self.nic.link_deliver(f)
+            return
+        c = _Chain(f, self.nic.link_header_len, t + thl, seq, 0, (ip,), False, v6, big, small)
+        c.ack = ack
+        chains[key] = c
+
     def _deliver(self, c: _Chain) -> None:
         nic = self.nic
         frames = c.frames
@@ -181,6 +226,10 @@ class Gro:
             return
         if len(frames) == 1:
             nic.link_deliver(frames[0], True)
+            return
+        if c.acks:
+            self.stats["gro_acks_folded"] += len(frames) - 1
+            nic.link_deliver(frames[-1], True)
             return
         st = self.stats
         st["gro_merged"] += 1

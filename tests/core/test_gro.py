@@ -98,7 +98,8 @@ def test_in_order_segments_of_a_flow_become_one_packet(l2: bool, v6: bool) -> No
         del recomputed.chksum
         assert IP(bytes(recomputed)).chksum == ip.chksum
     assert r.nic.gro is not None
-    assert r.nic.gro.stats == {"gro_merged": 1, "gro_packets": 10, "gro_bad_sum": 0}
+    assert r.nic.gro.stats == {"gro_merged": 1, "gro_packets": 10, "gro_bad_sum": 0,
+                               "gro_acks_folded": 0}
 
 
 def test_at_most_64k_per_merged_packet() -> None:
@@ -183,6 +184,53 @@ def test_a_bad_checksum_unmerges_the_run_and_only_the_bad_segment_is_dropped() -
     lone = seg(7)
     lone[TCP].chksum = (TCP(bytes(lone[TCP])).chksum + 1) & 0xFFFF
     assert [p.trusted for p in r.batch(lone, seg(20))] == [False, True]
+
+
+def ack(n: int, *, sack: bool = False, win: int = 500, ts: int = 77) -> Any:
+    """A pure ACK from the peer acknowledging ``n`` bytes of ours."""
+    opts: list[Any] = [("NOP", None), ("NOP", None), ("Timestamp", (ts, 88))]
+    if sack:
+        opts += [("NOP", None), ("NOP", None), ("SAck", (ACKNO + n + 1000, ACKNO + n + 2000))]
+    p = seg(seq=SEQ, size=0, ack=ACKNO + n, opts=opts)
+    p[TCP].window = win
+    return p
+
+
+def test_a_run_of_pure_acks_is_folded_into_the_last() -> None:
+    r = Rig()
+    got = r.batch(*[ack(1000 * i, ts=77 + i, win=500 + i) for i in range(1, 6)])
+    assert len(got) == 1 and got[0].trusted
+    tcp = got[0][TCP]
+    assert (tcp.ack, tcp.window, dict(tcp.options)["Timestamp"]) == (ACKNO + 5000, 505, (82, 88))
+    assert r.nic.gro is not None and r.nic.gro.stats["gro_acks_folded"] == 4
+
+
+def test_acks_that_carry_news_of_their_own_are_never_folded() -> None:
+    r = Rig()
+    dup = r.batch(ack(1000), ack(1000), ack(1000))  # duplicate ACKs: each one counts
+    assert [p[TCP].ack for p in dup] == [ACKNO + 1000] * 3
+    sacks = r.batch(ack(1000), ack(1000, sack=True), ack(1000, sack=True))
+    assert len(sacks) == 3
+    window = r.batch(ack(1000), ack(1000, win=900))  # a window update, nothing new acked
+    assert [p[TCP].window for p in window] == [500, 900]
+    back = r.batch(ack(2000), ack(1000))  # an older ACK is not "rising"
+    assert [p[TCP].ack for p in back] == [ACKNO + 2000, ACKNO + 1000]
+
+
+def test_folded_acks_keep_their_place_among_the_flows_data() -> None:
+    r = Rig()
+    got = r.batch(ack(1000), ack(2000), seg(0), seg(1), ack(3000), ack(4000))
+    assert [(len(payload(p)), p[TCP].ack) for p in got] == [
+        (0, ACKNO + 2000), (2000, ACKNO), (0, ACKNO + 4000)]
+
+
+def test_a_bad_checksum_in_a_run_of_acks_delivers_them_all_for_checking() -> None:
+    r = Rig()
+    bad = ack(2000)
+    bad[TCP].chksum = (TCP(bytes(bad[TCP])).chksum + 1) & 0xFFFF
+    got = r.batch(ack(1000), bad, ack(3000))
+    assert [(p[TCP].ack, p.trusted) for p in got] == [
+        (ACKNO + 1000, False), (ACKNO + 2000, False), (ACKNO + 3000, False)]
 
 
 def test_trusted_links_skip_verification_but_still_merge() -> None:
