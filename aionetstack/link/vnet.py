@@ -180,9 +180,11 @@ def _fill_l4_checksum(seg: bytearray, info: L4Info, l4_len: int) -> None:
     _put16(seg, at, c)
 
 
-def segment(frame: Frame, l3: int, gso_size: int) -> list[bytearray]:
+def segment(frame: Frame, l3: int, gso_size: int, fill_checksums: bool = True
+            ) -> list[bytearray]:
     """Software GSO: cut the TCP or UDP packet at ``frame[l3:]`` into packets carrying at most
-    ``gso_size`` payload bytes each, with complete, valid headers and checksums.
+    ``gso_size`` payload bytes each, with complete, valid headers and checksums
+    (``fill_checksums=False``: TCP checksums are left for a link with checksum offload).
 
     TCP pieces get consecutive sequence numbers; FIN and PSH stay on the last piece and CWR on
     the first (as the kernel's ``tcp_gso_segment``).  UDP pieces (USO) are datagrams of their
@@ -202,7 +204,7 @@ def segment(frame: Frame, l3: int, gso_size: int) -> list[bytearray]:
     if hlen > info.end:
         raise MalformedPacket("truncated", "transport header")
     if info.protocol == PROTO_TCP:
-        return _segment_tcp(frame, l3, info, hlen, gso_size)
+        return _segment_tcp(frame, l3, info, hlen, gso_size, fill_checksums)
     headers = bytes(frame[:hlen])
     payload = memoryview(frame)[hlen:info.end]
     count = max(1, -(-len(payload) // gso_size))
@@ -239,8 +241,8 @@ def segment(frame: Frame, l3: int, gso_size: int) -> list[bytearray]:
     return out
 
 
-def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int
-                 ) -> list[bytearray]:
+def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int,
+                 fill_checksums: bool) -> list[bytearray]:
     """``segment`` for TCP, the hot path of software GSO: the header sums are computed once and
     only the fields that change per piece (lengths, IPv4 ID, sequence number, flags) are added
     to them, so each piece costs one pass over its payload for the checksum."""
@@ -299,6 +301,9 @@ def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int
             f &= ~TCP_FLAG_CWR
         pack(seg, l4 + 4, s)
         seg[l4 + 13] = f
+        if not fill_checksums:
+            out.append(seg)
+            continue
         body = from_bytes(piece, "big")
         if n & 1:
             body <<= 8

@@ -115,7 +115,7 @@ class NIC:
         if self.caps.gso_max_size:
             self.link.send_gso(frame, gso)
             return
-        self.link.send_many(segment(frame, self.link_header_len, gso))
+        self.link.send_many(segment(frame, self.link_header_len, gso, not self.tx_offload))
 
     def __repr__(self) -> str:
         addrs = ", ".join(str(a) for a in self.addresses)
