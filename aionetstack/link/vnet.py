@@ -48,6 +48,7 @@ from aionetstack.wire.checksum import (
     PROTO_UDP,
     checksum,
     ones_sum,
+    piece_sums,
     pseudo_header_sum,
 )
 from aionetstack.wire.errors import MalformedPacket
@@ -272,7 +273,7 @@ def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int,
     count = max(1, -(-total // gso_size))
     out: list[bytearray] = []
     pack = _PACK_SEQ
-    from_bytes = int.from_bytes
+    sums = piece_sums(payload, gso_size) if fill_checksums else []
     for k in range(count):
         start = k * gso_size
         piece = payload[start:start + gso_size]
@@ -304,10 +305,7 @@ def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int,
         if not fill_checksums:
             out.append(seg)
             continue
-        body = from_bytes(piece, "big")
-        if n & 1:
-            body <<= 8
-        x = (tcp_base + l4_len + (s >> 16) + (s & 0xFFFF) + f + body % 0xFFFF) % 0xFFFF
+        x = (tcp_base + l4_len + (s >> 16) + (s & 0xFFFF) + f + sums[k]) % 0xFFFF
         c = ~x & 0xFFFF if x else 0
         seg[l4 + 16] = c >> 8
         seg[l4 + 17] = c & 0xFF

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, in4_chksum
@@ -14,6 +16,7 @@ from aionetstack.wire.checksum import (
     checksum,
     finish,
     ones_sum,
+    piece_sums,
     pseudo_header_sum,
     transport_checksum,
     transport_verify,
@@ -150,3 +153,26 @@ def test_seq_wrap_examples() -> None:
     assert not seq_in_window(top - 2, top - 1, 10)
     assert seq_max(top, 3) == 3 and seq_min(top, 3) == top
     assert seq_sub(2**31, 0) == -(2**31)  # the ambiguous half-way point is "negative"
+
+
+@PROPERTY
+@given(data=st.binary(max_size=9000), size=st.integers(min_value=1, max_value=3000),
+       use_numpy=st.booleans())
+def test_piece_sums_match_scapy_per_piece(data: bytes, size: int, use_numpy: bool) -> None:
+    """Each piece's sum, finished, is the checksum scapy computes for that piece alone; with
+    numpy (the vectorised path for whole even-sized pieces) and without it."""
+    ck = sys.modules[piece_sums.__module__]  # the module (``wire.checksum`` is also a name)
+    saved = ck.np
+    try:
+        if use_numpy:
+            ck._numpy()
+            assume(ck.np is not None)
+        else:
+            ck.np = None
+        sums = piece_sums(data, size)
+    finally:
+        ck.np = saved
+    pieces = [data[i:i + size] for i in range(0, len(data), size)]
+    assert len(sums) == len(pieces)
+    for piece, s in zip(pieces, sums, strict=True):
+        assert finish(s, any(piece)) == scapy_checksum(piece)
