@@ -18,7 +18,7 @@ from aionetstack.network.fragment import Reassembler, fragment_payload
 from aionetstack.network.packet import BROADCAST, MULTICAST, UNICAST, PacketInfo
 from aionetstack.wire.checksum import PROTO_ICMP, checksum
 from aionetstack.wire.errors import MalformedPacket
-from aionetstack.wire.icmpv4 import DEST_UNREACH, TIME_EXCEEDED
+from aionetstack.wire.icmpv4 import DEST_UNREACH, ECHO_REQUEST, TIME_EXCEEDED
 from aionetstack.wire.ipv4 import pack_ipv4, pack_ipv4_plain, parse_ipv4
 
 if TYPE_CHECKING:
@@ -107,11 +107,16 @@ class IPv4Protocol:
             hdr[10:12] = checksum(hdr).to_bytes(2, "big")
             packet = memoryview(bytes(hdr) + whole)
         st["delivered"] += 1
-        pkt = PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first)
         proto = h.protocol
         if proto == PROTO_ICMP:
-            stack.icmp.deliver4(pkt, payload)
+            if cast == UNICAST and len(payload) >= 8 and payload[0] == ECHO_REQUEST:
+                # the reply is written before this returns, without the general ICMP demux
+                stack.icmp.echo_request4(nic, src, dst, payload)
+                return
+            stack.icmp.deliver4(PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first),
+                                payload)
             return
+        pkt = PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first)
         t = stack.transports.get(proto)
         if t is not None:
             t.deliver(pkt, payload)
