@@ -262,6 +262,21 @@ class IcmpProtocol:
         stack.ipv4.send(route, buf, n, PROTO_ICMP)
         st["echo-reply-sent"] += 1
 
+    def echo_reply4(self, nic: NIC, src: bytes, msg: memoryview) -> None:
+        """The fast path of ``deliver4`` for an ICMPv4 echo reply (``msg``: the whole message,
+        at least 8 bytes, type 0): straight to the endpoint owning its identifier."""
+        st = self.s4
+        st["received"] += 1
+        if not nic.rx_trusted and not _verify(msg):
+            st.malformed("bad-checksum")
+            return
+        ep = self.echo.get((4, (msg[4] << 8) | msg[5]))
+        if ep is None:
+            st.drop("no-endpoint")
+            return
+        ep.replies.append((src, (msg[6] << 8) | msg[7], bytes(msg[8:]), self.stack.now()))
+        ep.waiter.notify(EVENT_IN)
+
     # -- ICMPv6 ingress ------------------------------------------------------------------------
     def deliver6(self, pkt: PacketInfo, payload: memoryview) -> None:
         st = self.s6

@@ -254,3 +254,20 @@ async def test_ping_returns_one_loop_iteration_after_the_reply_is_read(
     await asyncio.sleep(0)
     assert task.done()
     assert 0.0 <= task.result() < 5.0
+
+
+async def test_echo_reply_bypasses_the_general_icmp_demux(
+        fd_stack: tuple[Stack, FdLink, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    s, fdl, peer = fd_stack
+    ep = s.icmp_echo_endpoint(4)
+
+    def general(*_a: object) -> None:
+        raise AssertionError("an echo reply went through IcmpProtocol.deliver4")
+
+    monkeypatch.setattr(s.icmp, "deliver4", general)
+    peer.send(_echo(0, KPEER, KSTACK, ep.ident, 9, b"data"))
+    peer.send(_echo(0, KPEER, KSTACK, ep.ident ^ 1, 9, b"not ours"))
+    s._fd_readable(fdl)
+    assert ep.recv()[:3] == (KPEER, 9, b"data")
+    assert s.stats()["icmpv4"] == {"received": 2, "dropped": 1, "dropped.no-endpoint": 1}
+    ep.close()

@@ -119,6 +119,18 @@ def test_echo_to_any_address_on_a_transparent_nic_only_with_echo(echo: bool) -> 
     assert_checksums(r)
 
 
+def test_echo_reply_with_a_bad_checksum_is_not_delivered() -> None:
+    _net, s, wire = setup()
+    ep = s.icmp_echo_endpoint(4)
+    wire.inject(to_stack(IP(src=PEER4, dst=STACK4)
+                         / ICMP(type=0, id=ep.ident, seq=1, chksum=0x1234) / Raw(b"x")))
+    assert not ep.replies
+    assert s.stats()["icmpv4"]["malformed.bad-checksum"] == 1
+    wire.inject(to_stack(IP(src=PEER4, dst=STACK4) / ICMP(type=0, id=ep.ident, seq=2)
+                         / Raw(b"y")))
+    assert [(r[0], r[1], r[2]) for r in ep.replies] == [(ip(PEER4), 2, b"y")]
+
+
 def test_truncated_echo_request_is_malformed() -> None:
     _net, s, wire = setup()
     wire.inject(to_stack(IP(src=PEER4, dst=STACK4, proto=1) / Raw(b"\x08\x00\xf7\xff\x00")))
