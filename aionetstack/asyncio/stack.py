@@ -279,18 +279,24 @@ class Stack(CoreStack):
         dst = _host(address)
         ep = self.icmp_echo_endpoint(4 if len(dst) == 4 else 6)
         waiter: asyncio.Future[None] | None = None
+        expired = False
 
         def wake(_events: int) -> None:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            wake(0)
+
         entry = ep.waiter.register(wake, EVENT_IN | EVENT_ERR)
+        timer: asyncio.TimerHandle | None = None
         try:
-            data = payload or bytes((i & 0xFF) for i in range(size))
+            data = payload or _ping_payload(size)
             seq = self.rng.getrandbits(16)
             sent = loop.time()
             ep.send(dst, seq, data, ttl=ttl)
-            deadline = sent + timeout
             while True:
                 while ep.readiness(EVENT_IN | EVENT_ERR):
                     src, rseq, rdata, arrived = ep.recv()  # raises a queued error
@@ -298,17 +304,19 @@ class Stack(CoreStack):
                         return max(arrived - sent, 0.0)
                 if ep.closed:  # the stack closed under us: fail now, don't wait out the timeout
                     raise StackClosed("the stack was closed while waiting for an echo reply")
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if expired or timeout <= 0:
                     raise TimedOut(f"no echo reply from {address} within {timeout} s")
+                # one plain future and one timer handle (not ``wait_for``: its extra future,
+                # done-callback and loop iteration would sit between the reply and the caller)
                 waiter = loop.create_future()
-                try:
-                    await asyncio.wait_for(waiter, remaining)
-                except TimeoutError:
-                    raise TimedOut(f"no echo reply from {address} within {timeout} s") from None
+                if timer is None:
+                    timer = loop.call_at(sent + timeout, expire)
+                await waiter
         except HostUnreachable:
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             ep.waiter.unregister(entry)
             ep.close()
 
@@ -606,3 +614,13 @@ def _family(family: int, *addrs: tuple[str, int] | None) -> int:
 
 
 __all__ = ["Stack", "to_str"]
+
+
+_PING_PATTERN = bytes(range(256))
+
+
+def _ping_payload(size: int) -> bytes:
+    """The default echo payload: bytes 0, 1, 2, ... (mod 256), ``size`` of them."""
+    if size <= 256:
+        return _PING_PATTERN[:max(size, 0)]
+    return (_PING_PATTERN * (size // 256 + 1))[:size]

@@ -30,9 +30,12 @@ from aionetstack.stack.waiter import EVENT_ERR, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.wire import icmpv4 as I4
 from aionetstack.wire import icmpv6 as I6
 from aionetstack.wire.checksum import PROTO_ICMP, PROTO_ICMPV6
+from aionetstack.wire.checksum import checksum as _checksum
+from aionetstack.wire.checksum import verify as _verify
 from aionetstack.wire.errors import MalformedPacket
 
 if TYPE_CHECKING:
+    from aionetstack.stack.nic import NIC
     from aionetstack.stack.stack import CoreStack
 
 _V4_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
@@ -224,6 +227,57 @@ class IcmpProtocol:
             self._dispatch(IcmpError(4, t, msg.code, kind, src, dst, proto, inner[ihl:], mtu))
         else:
             st.drop("unhandled-type")
+
+    def echo_request4(self, nic: NIC, src: bytes, dst: bytes, msg: memoryview,
+                      trusted: bool = False) -> None:
+        """The fast path of ``deliver4`` for an ICMPv4 echo request to a unicast address
+        (``msg`` is the whole ICMP message, at least 8 bytes, type 8): same checks, counters and
+        reply as the general path, but the reply is copied from the request and written to the
+        link before this returns, with no parsed-message or packet-info objects on the way."""
+        st = self.s4
+        st["received"] += 1
+        if not (trusted or nic.rx_trusted) and not _verify(msg):
+            st.malformed("bad-checksum")
+            return
+        if not self.echo_reply_enabled:
+            st.drop("echo-not-unicast")
+            return
+        stack = self.stack
+        if dst not in stack._local and not nic.echo_any:
+            st.drop("echo-not-local")
+            return
+        try:
+            route = stack.find_route(src, dst, None if nic.loopback else nic)
+        except NetstackError:
+            st.drop("no-route")
+            return
+        n = len(msg)
+        off = route.headroom
+        buf = bytearray(off + n)
+        buf[off:] = msg
+        # type 0 (echo reply), code 0, checksum recomputed; identifier, sequence, data kept
+        buf[off] = buf[off + 1] = buf[off + 2] = buf[off + 3] = 0
+        csum = _checksum(memoryview(buf)[off:])
+        buf[off + 2] = csum >> 8
+        buf[off + 3] = csum & 0xFF
+        stack.ipv4.send(route, buf, n, PROTO_ICMP)
+        st["echo-reply-sent"] += 1
+
+    def echo_reply4(self, nic: NIC, src: bytes, msg: memoryview, trusted: bool = False
+                    ) -> None:
+        """The fast path of ``deliver4`` for an ICMPv4 echo reply (``msg``: the whole message,
+        at least 8 bytes, type 0): straight to the endpoint owning its identifier."""
+        st = self.s4
+        st["received"] += 1
+        if not (trusted or nic.rx_trusted) and not _verify(msg):
+            st.malformed("bad-checksum")
+            return
+        ep = self.echo.get((4, (msg[4] << 8) | msg[5]))
+        if ep is None:
+            st.drop("no-endpoint")
+            return
+        ep.replies.append((src, (msg[6] << 8) | msg[7], bytes(msg[8:]), self.stack.now()))
+        ep.waiter.notify(EVENT_IN)
 
     # -- ICMPv6 ingress ------------------------------------------------------------------------
     def deliver6(self, pkt: PacketInfo, payload: memoryview) -> None:

@@ -18,7 +18,7 @@ from aionetstack.network.fragment import Reassembler, fragment_payload
 from aionetstack.network.packet import BROADCAST, MULTICAST, UNICAST, PacketInfo
 from aionetstack.wire.checksum import PROTO_ICMP, checksum
 from aionetstack.wire.errors import MalformedPacket
-from aionetstack.wire.icmpv4 import DEST_UNREACH, TIME_EXCEEDED
+from aionetstack.wire.icmpv4 import DEST_UNREACH, ECHO_REPLY, ECHO_REQUEST, TIME_EXCEEDED
 from aionetstack.wire.ipv4 import pack_ipv4, pack_ipv4_plain, parse_ipv4
 
 if TYPE_CHECKING:
@@ -109,11 +109,22 @@ class IPv4Protocol:
             hdr[10:12] = checksum(hdr).to_bytes(2, "big")
             packet = memoryview(bytes(hdr) + whole)
         st["delivered"] += 1
-        pkt = PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first, trusted)
         proto = h.protocol
         if proto == PROTO_ICMP:
-            stack.icmp.deliver4(pkt, payload)
+            # echo requests and replies skip the general ICMP demux (no PacketInfo either):
+            # a request's reply is written before this returns
+            if len(payload) >= 8:
+                itype = payload[0]
+                if itype == ECHO_REQUEST and cast == UNICAST:
+                    stack.icmp.echo_request4(nic, src, dst, payload, trusted)
+                    return
+                if itype == ECHO_REPLY:
+                    stack.icmp.echo_reply4(nic, src, payload, trusted)
+                    return
+            stack.icmp.deliver4(PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first,
+                                           trusted), payload)
             return
+        pkt = PacketInfo(4, src, dst, nic, h.ttl, packet, cast, first, trusted)
         t = stack.transports.get(proto)
         if t is not None:
             t.deliver(pkt, payload)

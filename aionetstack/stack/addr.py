@@ -7,6 +7,7 @@ these helpers convert, raising ``InvalidArgument`` for anything unparsable.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Final
 
@@ -36,10 +37,17 @@ def to_bytes(addr: AddressLike) -> bytes:
             text = text[1:-1]
         text = text.split("%", 1)[0]  # scope ids are handled by the caller
         try:
-            return ipaddress.ip_address(text).packed
+            return _packed(text)
         except ValueError:
             raise InvalidArgument(f"not an IP address: {addr!r}") from None
     raise InvalidArgument(f"not an IP address: {addr!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed(text: str) -> bytes:
+    """``ipaddress`` parsing costs a dozen Python calls; hosts are looked up again and again
+    (every ``ping``, every connection), so parsed texts are remembered."""
+    return ipaddress.ip_address(text).packed
 
 
 def to_str(addr: bytes) -> str:

@@ -48,7 +48,8 @@ class RouteTable:
 
     def __init__(self) -> None:
         self._entries: list[RouteEntry] = []
-        self._cache: dict[bytes, RouteEntry | None] = {}
+        # keyed by destination, or by (destination, NIC id) for a lookup confined to one NIC
+        self._cache: dict[bytes | tuple[bytes, int], RouteEntry | None] = {}
 
     def add(self, entry: RouteEntry) -> None:
         self._entries.append(entry)
@@ -63,20 +64,20 @@ class RouteTable:
         return before - len(self._entries)
 
     def lookup(self, dst: bytes, nic_id: int | None = None) -> RouteEntry | None:
-        if nic_id is None:
-            hit = self._cache.get(dst, False)
-            if hit is not False:
-                return hit  # type: ignore[return-value]
+        key: bytes | tuple[bytes, int] = dst if nic_id is None else (dst, nic_id)
+        cache = self._cache
+        hit = cache.get(key, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
         dst_int = int.from_bytes(dst, "big")
         found = None
         for e in self._entries:
             if (nic_id is None or e.nic_id == nic_id) and e.matches(dst_int, len(dst)):
                 found = e
                 break
-        if nic_id is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[dst] = found
+        if len(cache) > 4096:
+            cache.clear()
+        cache[key] = found
         return found
 
     def __iter__(self):  # type: ignore[no-untyped-def]

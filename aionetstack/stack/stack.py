@@ -29,10 +29,9 @@ from aionetstack.network.ipv6 import IPv6Protocol
 from aionetstack.network.ndp import NdpProtocol
 from aionetstack.network.packet import IcmpError, PacketInfo
 from aionetstack.stack.addr import (
+    LOOPBACK6,
     AddressLike,
     is_link_local6,
-    is_loopback,
-    is_multicast,
     parse_interface,
     parse_network,
     prefix_mask,
@@ -224,20 +223,26 @@ class CoreStack:
         """Resolve the path to ``dst``.  Raises NoRoute / AddressNotAvailable."""
         if self.closed:
             raise StackClosed("the stack is closed")
-        family = 4 if len(dst) == 4 else 6
-        if src is not None and not any(src):
-            src = None
-        out = self._nic(nic)
+        v4 = len(dst) == 4
+        family = 4 if v4 else 6
+        spoof = False
+        if src is not None:
+            if not any(src):
+                src = None
+            else:
+                spoof = src not in self._local
+        out = nic if nic is None or isinstance(nic, NIC) else self._nic(nic)
         local_nic = self._local.get(dst)
         if local_nic is not None and self.loopback is not None and (
                 out is None or out is local_nic or out is self.loopback):
             return Route(family, src or dst, dst, dst, self.loopback, self.loopback.mtu)
-        spoof = src is not None and src not in self._local
         if spoof and not self._may_spoof(src, dst):
             raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address")
-        if is_loopback(dst):  # RFC 1122 §3.2.1.3(g): never on a wire, whatever the routes say
+        d0 = dst[0]
+        # RFC 1122 §3.2.1.3(g): a loopback address is never on a wire, whatever the routes say
+        if (d0 == 127) if v4 else dst == LOOPBACK6:
             raise NoRoute(f"loopback address {to_str(dst)} is not assigned to this stack")
-        if is_multicast(dst) or dst == b"\xff\xff\xff\xff":
+        if ((d0 & 0xF0) == 0xE0 or dst == b"\xff\xff\xff\xff") if v4 else d0 == 0xFF:
             if spoof:
                 raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address")
             n = out or (self.nics.get(self._local[src].id) if src else None)
@@ -254,7 +259,7 @@ class CoreStack:
             if local is None:
                 raise AddressNotAvailable(f"NIC {n.name} has no IPv{family} address")
             return Route(family, local, dst, dst, n, n.mtu)
-        if is_link_local6(dst) and out is None:
+        if out is None and not v4 and is_link_local6(dst):
             # a link-local destination needs a scope; take the first L2 NIC with a link-local
             out = next((x for x in self.nics.values() if not x.loopback and any(
                 is_link_local6(a.address) for a in x.addresses)), None)

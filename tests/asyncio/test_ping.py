@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import statistics
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from aio_helpers import A4, A6, B4, B6, stack_pair
 
-from aionetstack import errors, link
+from aionetstack import Stack, errors, link
+from aionetstack.link.fd import FdLink
 from aionetstack.stack.nic import NIC
+from aionetstack.wire.checksum import checksum
 
 DELAY = 0.02
 
@@ -169,3 +173,101 @@ async def test_ping_on_a_closed_stack_raises() -> None:
         a.close()
         with pytest.raises(errors.StackClosed):
             await a.ping(B4)
+
+
+
+# -- over an fd link driven by hand: what happens within one reader callback ---------------------
+KPEER, KSTACK = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+
+
+def _echo(icmp_type: int, src: bytes, dst: bytes, ident: int, seq: int, data: bytes) -> bytes:
+    msg = bytearray([icmp_type, 0, 0, 0]) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
+    msg += data
+    msg[2:4] = checksum(msg).to_bytes(2, "big")
+    hdr = bytearray(20)
+    hdr[0], hdr[8], hdr[9] = 0x45, 64, 1
+    hdr[2:4] = (20 + len(msg)).to_bytes(2, "big")
+    hdr[12:16], hdr[16:20] = src, dst
+    hdr[10:12] = checksum(hdr).to_bytes(2, "big")
+    return bytes(hdr + msg)
+
+
+@pytest.fixture
+async def fd_stack() -> AsyncIterator[tuple[Stack, FdLink, socket.socket]]:
+    """A stack (198.18.0.2) whose NIC is an fd link over a socketpair; the test holds the peer
+    end (198.18.0.1) and runs the stack's reader callback itself."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    peer.setblocking(False)
+    fdl = link.fd(ours.detach())
+    async with Stack() as s:
+        s.add_nic(fdl, ["198.18.0.2/24"])
+        yield s, fdl, peer
+    peer.close()
+
+
+async def test_echo_reply_is_written_within_the_read_callback(
+        fd_stack: tuple[Stack, FdLink, socket.socket]) -> None:
+    s, fdl, peer = fd_stack
+    data = bytes(range(56))
+    peer.send(_echo(8, KPEER, KSTACK, 0x4242, 7, data))
+    s._fd_readable(fdl)  # what the loop's reader callback runs
+    # the reply is on the peer's socket before control goes back to the event loop
+    reply = peer.recv(2048)
+    assert reply[12:16] == KSTACK and reply[16:20] == KPEER and checksum(reply[:20]) == 0
+    assert reply[20:] == _echo(0, KSTACK, KPEER, 0x4242, 7, data)[20:]
+    assert s.stats()["icmpv4"] == {"received": 1, "echo-reply-sent": 1}
+
+
+async def test_unicast_echo_request_bypasses_the_general_icmp_demux(
+        fd_stack: tuple[Stack, FdLink, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path: no parsed ICMP message and no PacketInfo for an echo request."""
+    s, fdl, peer = fd_stack
+
+    def general(*_a: object) -> None:
+        raise AssertionError("a unicast echo request went through IcmpProtocol.deliver4")
+
+    monkeypatch.setattr(s.icmp, "deliver4", general)
+    peer.send(_echo(8, KPEER, KSTACK, 1, 1, b"x"))
+    s._fd_readable(fdl)
+    assert peer.recv(2048)[20] == 0  # an echo reply
+
+
+async def test_ping_returns_one_loop_iteration_after_the_reply_is_read(
+        fd_stack: tuple[Stack, FdLink, socket.socket]) -> None:
+    """The reply wakes the pinging task directly (no ``wait_for`` future and done-callback
+    between them): one pass of the loop after the reader callback and ``ping`` has returned."""
+    s, fdl, peer = fd_stack
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(fdl.fileno())  # the test runs the reader callback itself
+    task = asyncio.create_task(s.ping("198.18.0.1", timeout=5.0))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    req = peer.recv(2048)
+    assert req[20] == 8 and not task.done()
+    ident_seq = req[24:28]
+    reply = bytearray(_echo(0, KPEER, KSTACK, 0, 0, req[28:]))
+    reply[24:28] = ident_seq
+    reply[22:24] = b"\0\0"
+    reply[22:24] = checksum(reply[20:]).to_bytes(2, "big")
+    peer.send(bytes(reply))
+    s._fd_readable(fdl)
+    await asyncio.sleep(0)
+    assert task.done()
+    assert 0.0 <= task.result() < 5.0
+
+
+async def test_echo_reply_bypasses_the_general_icmp_demux(
+        fd_stack: tuple[Stack, FdLink, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    s, fdl, peer = fd_stack
+    ep = s.icmp_echo_endpoint(4)
+
+    def general(*_a: object) -> None:
+        raise AssertionError("an echo reply went through IcmpProtocol.deliver4")
+
+    monkeypatch.setattr(s.icmp, "deliver4", general)
+    peer.send(_echo(0, KPEER, KSTACK, ep.ident, 9, b"data"))
+    peer.send(_echo(0, KPEER, KSTACK, ep.ident ^ 1, 9, b"not ours"))
+    s._fd_readable(fdl)
+    assert ep.recv()[:3] == (KPEER, 9, b"data")
+    assert s.stats()["icmpv4"] == {"received": 2, "dropped": 1, "dropped.no-endpoint": 1}
+    ep.close()

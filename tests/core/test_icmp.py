@@ -94,6 +94,50 @@ def test_echo_to_all_nodes_is_answered_from_a_unicast_address() -> None:
     assert r.haslayer(ICMPv6EchoReply)
 
 
+def test_echo_replies_can_be_turned_off() -> None:
+    _net, s, wire = setup()
+    s.icmp.echo_reply_enabled = False
+    wire.inject(to_stack(IP(src=PEER4, dst=STACK4) / ICMP(type=8, id=1, seq=1)))
+    assert wire.take() == []
+    assert s.stats()["icmpv4"]["dropped.echo-not-unicast"] == 1
+
+
+@pytest.mark.parametrize("echo", [False, True])
+def test_echo_to_any_address_on_a_transparent_nic_only_with_echo(echo: bool) -> None:
+    _net, s, wire = setup()
+    s.set_transparent(s.nics[max(s.nics)], echo=echo)
+    other = "198.18.0.77"
+    wire.inject(to_stack(IP(src=PEER4, dst=other) / ICMP(type=8, id=3, seq=4) / Raw(b"hi")))
+    if not echo:
+        assert wire.take() == []
+        assert s.stats()["icmpv4"]["dropped.echo-not-local"] == 1
+        return
+    r = one(wire)
+    assert (r[IP].src, r[IP].dst, r[ICMP].type, r[ICMP].id, r[ICMP].seq) == (
+        other, PEER4, 0, 3, 4)
+    assert bytes(r[ICMP].payload) == b"hi"
+    assert_checksums(r)
+
+
+def test_echo_reply_with_a_bad_checksum_is_not_delivered() -> None:
+    _net, s, wire = setup()
+    ep = s.icmp_echo_endpoint(4)
+    wire.inject(to_stack(IP(src=PEER4, dst=STACK4)
+                         / ICMP(type=0, id=ep.ident, seq=1, chksum=0x1234) / Raw(b"x")))
+    assert not ep.replies
+    assert s.stats()["icmpv4"]["malformed.bad-checksum"] == 1
+    wire.inject(to_stack(IP(src=PEER4, dst=STACK4) / ICMP(type=0, id=ep.ident, seq=2)
+                         / Raw(b"y")))
+    assert [(r[0], r[1], r[2]) for r in ep.replies] == [(ip(PEER4), 2, b"y")]
+
+
+def test_truncated_echo_request_is_malformed() -> None:
+    _net, s, wire = setup()
+    wire.inject(to_stack(IP(src=PEER4, dst=STACK4, proto=1) / Raw(b"\x08\x00\xf7\xff\x00")))
+    assert wire.take() == []
+    assert s.stats()["icmpv4"]["malformed.truncated"] == 1
+
+
 @pytest.mark.parametrize("dst", ["255.255.255.255", "198.18.0.255"])
 def test_broadcast_echo_is_ignored(dst: str) -> None:
     _net, s, wire = setup()

@@ -104,6 +104,23 @@ def test_longest_prefix_match_then_metric() -> None:
     assert lookup(ip("10.1.2.3")).nic_id == 3  # type: ignore[union-attr]  (cache cleared)
 
 
+def test_lookup_confined_to_a_nic_is_cached_and_the_cache_cleared_on_change() -> None:
+    t = RouteTable()
+    t.add(RouteEntry(ip("10.0.0.0"), 8, 2))
+    t.add(RouteEntry(ip("10.0.0.0"), 8, 3, metric=5))
+    dst = ip("10.1.2.3")
+    assert t.lookup(dst, 3).nic_id == 3  # type: ignore[union-attr]
+    assert t.lookup(dst, 3) is t.lookup(dst, 3)
+    assert t.lookup(dst, 4) is None
+    assert t.lookup(dst).nic_id == 2  # type: ignore[union-attr]  (not the NIC-3 answer)
+    t.add(RouteEntry(ip("10.1.0.0"), 16, 3))
+    assert t.lookup(dst, 3).prefixlen == 16  # type: ignore[union-attr]
+    t.add(RouteEntry(ip("10.1.0.0"), 16, 4))
+    assert t.lookup(dst, 4).nic_id == 4  # type: ignore[union-attr]  (a cached miss is cleared)
+    assert t.remove(lambda e: e.nic_id == 3) == 2
+    assert t.lookup(dst, 3) is None
+
+
 def test_no_route_raises_enetunreach() -> None:
     net = VirtualNetwork()
     s, _, _ = wired_stack(net)
