@@ -6,7 +6,10 @@ fires, every due timer runs at ``max(deadline, loop.time())`` and the handle is 
 next deadline.  A handle armed earlier than the next deadline is kept (it fires early and
 re-arms, the heap's own lazy rule) rather than cancelled and replaced on every move.  A deadline
 that is already due (a link wake-up "now") gets a ``call_soon`` of its own and leaves the
-``call_at`` handle alone.  While timers run, pushes arm nothing: one re-arm follows the run.
+``call_at`` handle alone.  While timers run (or a link's batch is read), and while the deferred
+callbacks that follow run, pushes arm nothing: one re-arm follows them all.  So a timer due
+"now" that a deferred callback sets (say a delayed ACK) fires *after* the wake-ups those callbacks
+queued (a task about to answer, whose reply then carries the ACK).
 
 Deferred callbacks: readiness callbacks of the stack's transports and servers (``defer``) that
 arise while timers run, or while an fd link's reader delivers a batch of frames, are not each
@@ -70,6 +73,7 @@ class Stack(CoreStack):
         self._armed_at: float | None = None
         self._soon: asyncio.Handle | None = None  # call_soon for a deadline already due
         self._firing = False  # timers are running: defer() queues instead of call_soon
+        self._holding = False  # a batch and its deferred callbacks run: the re-arm follows
         self._deferred: list[Callable[[], object]] = []
         self.timers.on_earliest = self._on_earliest
         self._fd_links: list[FdLink] = []
@@ -143,8 +147,8 @@ class Stack(CoreStack):
 
     # -- the one timer -------------------------------------------------------------------------
     def _on_earliest(self, at: float) -> None:
-        if self._firing or self._loop is None or self.closed:
-            return  # while timers run, the re-arm that follows the run covers every push
+        if self._holding or self._loop is None or self.closed:
+            return  # while a batch runs, the re-arm that follows it covers every push
         if at <= self._clock():
             if self._soon is None:
                 self._soon = self._loop.call_soon(self._fire_soon)
@@ -212,26 +216,29 @@ class Stack(CoreStack):
         callbacks queued; then run the deferred callbacks and re-arm once."""
         loop = self._loop
         assert loop is not None
-        self._firing = True
+        self._firing = self._holding = True
         try:
             work(*args)
         except Exception as exc:  # never let a stack bug kill the event loop
             loop.call_exception_handler({"message": what, "exception": exc})
         finally:
             self._firing = False
-        deferred = self._deferred
-        if deferred:
-            self._deferred = []
-            for callback in deferred:
-                try:
-                    callback()
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:  # like asyncio.Handle._run
-                    loop.call_exception_handler({
-                        "message": f"Exception in callback {callback!r}",
-                        "exception": exc,
-                    })
+        try:
+            deferred = self._deferred
+            if deferred:
+                self._deferred = []
+                for callback in deferred:
+                    try:
+                        callback()
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:  # like asyncio.Handle._run
+                        loop.call_exception_handler({
+                            "message": f"Exception in callback {callback!r}",
+                            "exception": exc,
+                        })
+        finally:
+            self._holding = False
         if not self.closed:
             self._rearm()
 
@@ -477,8 +484,8 @@ class Stack(CoreStack):
                               handshake_timeout: float | None, shutdown_timeout: float | None,
                               ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
         loop = self._bind_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
         if ssl:
+            waiter: asyncio.Future[None] = loop.create_future()
             ctx = ssl if isinstance(ssl, ssl_module.SSLContext) else (
                 ssl_module.create_default_context())
             ssl_protocol = make_ssl_protocol(
@@ -493,12 +500,9 @@ class Stack(CoreStack):
                 raise
             app_transport: asyncio.Transport = ssl_protocol._app_transport
             return app_transport, protocol
-        transport = TcpTransport(self, ep, protocol, loop, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.abort()
-            raise
+        # the handshake is complete: connection_made now, without a call_soon round trip
+        transport = TcpTransport(self, ep, protocol, loop, start_soon=False)
+        transport.start_now()
         return transport, protocol
 
     async def create_server(

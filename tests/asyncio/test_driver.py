@@ -213,6 +213,26 @@ async def test_closing_the_stack_from_inside_a_timer(spy: CallAtSpy) -> None:
         assert s._handle is None and spy.pending(s) == []
 
 
+async def test_timer_due_now_from_a_deferred_callback_fires_after_its_wakeups() -> None:
+    """A timer due at once, pushed by a deferred callback, fires after the ``call_soon`` wake-ups
+    that callback queued (so, e.g., a task's reply can carry an ACK the timer would send)."""
+    async with stack_pair() as (a, _b):
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        fired = asyncio.Event()
+
+        def deferred() -> None:
+            a.timers.call_at(loop.time(), lambda now: (order.append("timer"), fired.set()))
+            loop.call_soon(order.append, "wake-up")  # queued after the timer was pushed
+
+        def kick(now: float) -> None:
+            a.defer(deferred)  # from inside a timer run: queued, run right after the timers
+
+        a.timers.call_at(loop.time(), kick)
+        await asyncio.wait_for(fired.wait(), 2)
+        assert order == ["wake-up", "timer"]
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 async def test_exception_in_a_timer_goes_to_the_loop_exception_handler() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import sys
 from typing import Any
 
 import pytest
@@ -66,6 +67,60 @@ async def test_connection_made_is_called_soon_not_inline() -> None:
         tr.close()
         assert await sproto.lost is None and await proto.lost is None
         await shutdown(net, server)
+
+
+async def test_completed_connect_and_accept_call_connection_made_without_a_loop_turn() -> None:
+    """``create_connection`` returns with ``connection_made`` already called, and the server's
+    protocol gets it from the accept callback itself (``start_now``): no extra loop iteration."""
+    async with tcp_pair() as net:
+        factory = Factory()
+        server = await net.b.create_server(factory, B4, 0)
+        callers: list[tuple[bool, str]] = []
+        orig = TcpTransport._start
+
+        def spy(self: TcpTransport, waiter: Any) -> None:
+            callers.append((self._server is not None, sys._getframe(1).f_code.co_name))
+            orig(self, waiter)
+
+        TcpTransport._start = spy  # type: ignore[method-assign]
+        try:
+            tr, proto = await net.a.create_connection(Rec, B4, server.addresses[0][1])
+            assert isinstance(proto, Rec)
+            assert proto.events == ["made"] and proto.transport is tr  # before returning
+            sproto = await factory.next()
+            assert sproto.events == ["made"]
+        finally:
+            TcpTransport._start = orig  # type: ignore[method-assign]
+        # called by start_now (the connect, the accept callback), not by a call_soon handle
+        assert sorted(callers) == [(False, "start_now"), (True, "start_now")]
+        tr.close()
+        assert await sproto.lost is None and await proto.lost is None
+        await shutdown(net, server)
+
+
+async def test_connection_made_exception_goes_to_the_loop_handler() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: contexts.append(ctx))
+    boom = RuntimeError("boom")
+
+    class Bad(Rec):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            raise boom
+
+    try:
+        async with tcp_pair() as net:
+            factory = Factory()
+            server = await net.b.create_server(factory, B4, 0)
+            tr, _ = await net.a.create_connection(Bad, B4, server.addresses[0][1])
+            assert [c["exception"] for c in contexts] == [boom]
+            assert contexts[0]["transport"] is tr
+            tr.close()
+            sproto = await factory.next()
+            assert await sproto.lost is None
+            await shutdown(net, server)
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_create_connection_returns_connected_transport_and_protocol() -> None:
