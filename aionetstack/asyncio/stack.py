@@ -15,7 +15,7 @@ Deferred callbacks: readiness callbacks of the stack's transports and servers (`
 arise while timers run, or while an fd link's reader delivers a batch of frames, are not each
 sent through ``call_soon``; they are queued and run right after the timers (or the batch),
 still outside the stack's packet processing but without an extra event-loop iteration per hop.
-Callbacks deferred at any other time go through ``call_soon``.
+Callbacks deferred at any other time go through ``call_soon`` (and hold re-arming the same way).
 
 The stack's clock is ``loop.time``; randomness is ``random.SystemRandom`` unless a ``seed`` asks
 for a reproducible ``random.Random``.
@@ -189,7 +189,20 @@ class Stack(CoreStack):
         else:
             loop = self._loop
             assert loop is not None
-            loop.call_soon(callback)
+            loop.call_soon(self._run_held, callback)
+
+    def _run_held(self, callback: Callable[[], object]) -> None:
+        """Run a deferred callback like those after a batch: timers it makes due arm after it."""
+        if self._holding:
+            callback()
+            return
+        self._holding = True
+        try:
+            callback()
+        finally:
+            self._holding = False
+            if not self.closed:
+                self._rearm()
 
     def _fire(self, at: float) -> None:
         loop = self._loop

@@ -98,15 +98,25 @@ class TcpTransport(asyncio.Transport):
         """Call ``connection_made`` now instead of through ``call_soon`` (``start_soon=False``):
         for a caller already outside the stack's packet processing, such as a connect that has
         just completed or the server's accept callback; saves an event-loop iteration.  As from
-        a callback, an exception goes to the loop's exception handler."""
+        a callback, an exception goes to the loop's exception handler.
+
+        Reading starts a loop turn later, as CPython's selector transport starts reading only
+        after ``connection_made``: a task that ``connection_made`` started (a stream server's
+        handler) takes its first step before any data is delivered -- it may ``start_tls``
+        although the peer's first bytes are already here."""
+        self._started = True
         try:
-            self._start(None)
+            self._protocol.connection_made(self)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._loop.call_exception_handler({
                 "message": "Exception in connection_made", "exception": exc,
                 "transport": self, "protocol": self._protocol})
+        self._events |= EVENT_IN | EVENT_OUT
+        if not self._scheduled:
+            self._scheduled = True
+            self._stack.defer(self._process)
 
     def _start(self, waiter: asyncio.Future[None] | None) -> None:
         self._started = True

@@ -76,13 +76,14 @@ async def test_completed_connect_and_accept_call_connection_made_without_a_loop_
         factory = Factory()
         server = await net.b.create_server(factory, B4, 0)
         callers: list[tuple[bool, str]] = []
-        orig = TcpTransport._start
+        orig = Rec.connection_made
 
-        def spy(self: TcpTransport, waiter: Any) -> None:
-            callers.append((self._server is not None, sys._getframe(1).f_code.co_name))
-            orig(self, waiter)
+        def spy(self: Rec, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, TcpTransport)
+            callers.append((transport._server is not None, sys._getframe(1).f_code.co_name))
+            orig(self, transport)
 
-        TcpTransport._start = spy  # type: ignore[method-assign]
+        Rec.connection_made = spy  # type: ignore[method-assign]
         try:
             tr, proto = await net.a.create_connection(Rec, B4, server.addresses[0][1])
             assert isinstance(proto, Rec)
@@ -90,11 +91,44 @@ async def test_completed_connect_and_accept_call_connection_made_without_a_loop_
             sproto = await factory.next()
             assert sproto.events == ["made"]
         finally:
-            TcpTransport._start = orig  # type: ignore[method-assign]
+            Rec.connection_made = orig  # type: ignore[method-assign]
         # called by start_now (the connect, the accept callback), not by a call_soon handle
         assert sorted(callers) == [(False, "start_now"), (True, "start_now")]
         tr.close()
         assert await sproto.lost is None and await proto.lost is None
+        await shutdown(net, server)
+
+
+async def test_a_task_started_by_connection_made_runs_before_the_first_data() -> None:
+    """The client's first bytes arrive with the handshake's ACK; still, as with CPython's
+    selector transport, a task the server protocol starts in ``connection_made`` takes its first
+    step before ``data_received`` (a stream handler may ``start_tls`` first)."""
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    class Server(Rec):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            tasks.append(loop.create_task(self.first_step()))
+
+        async def first_step(self) -> None:
+            order.append("task")
+
+        def data_received(self, data: bytes) -> None:
+            order.append("data")
+            super().data_received(data)
+
+    async with tcp_pair() as net:
+        factory = Factory(Server)
+        server = await net.b.create_server(factory, B4, 0)
+        tr, _ = await net.a.create_connection(Rec, B4, server.addresses[0][1])
+        tr.write(b"first")  # leaves with the handshake's ACK
+        sproto = await factory.next()
+        assert await sproto.wait_bytes(5) == b"first"
+        assert order == ["task", "data"]
+        tr.close()
+        assert await sproto.lost is None
         await shutdown(net, server)
 
 
