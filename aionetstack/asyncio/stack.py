@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -35,12 +36,10 @@ from aionetstack.asyncio.server import Server
 from aionetstack.asyncio.transport import TcpTransport, make_ssl_protocol
 from aionetstack.asyncio.wait import wait_events
 from aionetstack.errors import (
-    ConnectStarted,
     HostUnreachable,
     InvalidArgument,
     StackClosed,
     TimedOut,
-    WouldBlock,
 )
 from aionetstack.link.base import Link
 from aionetstack.link.fd import FdLink
@@ -375,8 +374,6 @@ class Stack(CoreStack):
     def resolve(self, host: str | None, port: int | str | None,
                 family: int = 0) -> list[tuple[bytes, int]]:
         """Literal addresses, ``localhost`` and names added with ``add_host``."""
-        import socket
-
         if port is None:
             port = 0
         try:
@@ -427,17 +424,11 @@ class Stack(CoreStack):
         try:
             if local_addr is not None:
                 ep.bind(local_addr[0] or None, local_addr[1])
-            try:
-                ep.connect(addr[0], addr[1])
-            except ConnectStarted:
-                pass
-            while True:
-                try:
-                    ep.connect_result()
-                    return ep
-                except WouldBlock:
-                    pass
+            ep.start_connect(addr[0], addr[1])
+            while ep.connecting():
                 await wait_events(loop, ep.waiter, EVENT_OUT | EVENT_ERR | EVENT_HUP)
+            ep.connect_result()  # raises the failure
+            return ep
         except BaseException:
             ep.abort()  # a cancelled or failed connect frees its port at once
             raise
@@ -608,8 +599,6 @@ def _host(host: str) -> bytes:
 
 
 def _family(family: int, *addrs: tuple[str, int] | None) -> int:
-    import socket
-
     if family == socket.AF_INET:
         return 4
     if family == socket.AF_INET6:
