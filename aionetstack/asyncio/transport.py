@@ -113,6 +113,9 @@ class TcpTransport(asyncio.Transport):
             self._loop.call_exception_handler({
                 "message": "Exception in connection_made", "exception": exc,
                 "transport": self, "protocol": self._protocol})
+        if (not self._buffer and not self._eof
+                and not self._ep.readiness(EVENT_IN | EVENT_ERR | EVENT_HUP)):
+            return  # nothing to read or flush yet: the endpoint's next event schedules it
         self._events |= EVENT_IN | EVENT_OUT
         if not self._scheduled:
             self._scheduled = True
