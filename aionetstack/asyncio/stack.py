@@ -211,10 +211,15 @@ class Stack(CoreStack):
         self._run(max(at, self._clock()))
 
     def _fire_soon(self) -> None:
-        loop = self._loop
-        assert loop is not None
         self._soon = None
-        self._run(self._clock())
+        now = self._clock()
+        nxt = self.timers.next_deadline()
+        if nxt is None or nxt > now:
+            # what was due has been cancelled since (typically an ACK due "now" that a reply
+            # carried): nothing to run, only the re-arm
+            self._rearm()
+            return
+        self._run(now)
 
     def _run(self, now: float) -> None:
         self._process_batch("aionetstack: exception while running stack timers",
