@@ -88,7 +88,8 @@ class Server(asyncio.AbstractServer):
         if not self._serving:
             return
         for ep in self._listeners:
-            while ep.state is TcpState.LISTEN:  # not a listener closed under us (stack closed)
+            # not a listener closed under us (stack closed); readiness first: no WouldBlock
+            while ep.state is TcpState.LISTEN and ep.readiness(EVENT_IN):
                 try:
                     child = ep.accept()
                 except WouldBlock:
