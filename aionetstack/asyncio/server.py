@@ -88,7 +88,8 @@ class Server(asyncio.AbstractServer):
         if not self._serving:
             return
         for ep in self._listeners:
-            while ep.state is TcpState.LISTEN:  # not a listener closed under us (stack closed)
+            # not a listener closed under us (stack closed); readiness first: no WouldBlock
+            while ep.state is TcpState.LISTEN and ep.readiness(EVENT_IN):
                 try:
                     child = ep.accept()
                 except WouldBlock:
@@ -111,9 +112,10 @@ class Server(asyncio.AbstractServer):
                         self._loop, protocol, self._ssl, None, server_side=True,
                         server_hostname=None, handshake_timeout=self._ssl_handshake_timeout,
                         shutdown_timeout=self._ssl_shutdown_timeout)
-                    TcpTransport(self._stack, child, ssl_proto, self._loop, server=self)
-                else:
-                    TcpTransport(self._stack, child, protocol, self._loop, server=self)
+                    protocol = ssl_proto
+                # a deferred callback, outside packet processing: connection_made at once
+                TcpTransport(self._stack, child, protocol, self._loop, server=self,
+                             start_soon=False).start_now()
 
     def _attach(self, transport: TcpTransport) -> None:
         self._transports.add(transport)

@@ -6,13 +6,16 @@ fires, every due timer runs at ``max(deadline, loop.time())`` and the handle is 
 next deadline.  A handle armed earlier than the next deadline is kept (it fires early and
 re-arms, the heap's own lazy rule) rather than cancelled and replaced on every move.  A deadline
 that is already due (a link wake-up "now") gets a ``call_soon`` of its own and leaves the
-``call_at`` handle alone.  While timers run, pushes arm nothing: one re-arm follows the run.
+``call_at`` handle alone.  While timers run (or a link's batch is read), and while the deferred
+callbacks that follow run, pushes arm nothing: one re-arm follows them all.  So a timer due
+"now" that a deferred callback sets (say a delayed ACK) fires *after* the wake-ups those callbacks
+queued (a task about to answer, whose reply then carries the ACK).
 
 Deferred callbacks: readiness callbacks of the stack's transports and servers (``defer``) that
 arise while timers run, or while an fd link's reader delivers a batch of frames, are not each
 sent through ``call_soon``; they are queued and run right after the timers (or the batch),
 still outside the stack's packet processing but without an extra event-loop iteration per hop.
-Callbacks deferred at any other time go through ``call_soon``.
+Callbacks deferred at any other time go through ``call_soon`` (and hold re-arming the same way).
 
 The stack's clock is ``loop.time``; randomness is ``random.SystemRandom`` unless a ``seed`` asks
 for a reproducible ``random.Random``.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,12 +36,10 @@ from aionetstack.asyncio.server import Server
 from aionetstack.asyncio.transport import TcpTransport, make_ssl_protocol
 from aionetstack.asyncio.wait import wait_events
 from aionetstack.errors import (
-    ConnectStarted,
     HostUnreachable,
     InvalidArgument,
     StackClosed,
     TimedOut,
-    WouldBlock,
 )
 from aionetstack.link.base import Link
 from aionetstack.link.fd import FdLink
@@ -70,6 +72,7 @@ class Stack(CoreStack):
         self._armed_at: float | None = None
         self._soon: asyncio.Handle | None = None  # call_soon for a deadline already due
         self._firing = False  # timers are running: defer() queues instead of call_soon
+        self._holding = False  # a batch and its deferred callbacks run: the re-arm follows
         self._deferred: list[Callable[[], object]] = []
         self.timers.on_earliest = self._on_earliest
         self._fd_links: list[FdLink] = []
@@ -143,8 +146,8 @@ class Stack(CoreStack):
 
     # -- the one timer -------------------------------------------------------------------------
     def _on_earliest(self, at: float) -> None:
-        if self._firing or self._loop is None or self.closed:
-            return  # while timers run, the re-arm that follows the run covers every push
+        if self._holding or self._loop is None or self.closed:
+            return  # while a batch runs, the re-arm that follows it covers every push
         if at <= self._clock():
             if self._soon is None:
                 self._soon = self._loop.call_soon(self._fire_soon)
@@ -185,7 +188,20 @@ class Stack(CoreStack):
         else:
             loop = self._loop
             assert loop is not None
-            loop.call_soon(callback)
+            loop.call_soon(self._run_held, callback)
+
+    def _run_held(self, callback: Callable[[], object]) -> None:
+        """Run a deferred callback like those after a batch: timers it makes due arm after it."""
+        if self._holding:
+            callback()
+            return
+        self._holding = True
+        try:
+            callback()
+        finally:
+            self._holding = False
+            if not self.closed:
+                self._rearm()
 
     def _fire(self, at: float) -> None:
         loop = self._loop
@@ -195,10 +211,15 @@ class Stack(CoreStack):
         self._run(max(at, self._clock()))
 
     def _fire_soon(self) -> None:
-        loop = self._loop
-        assert loop is not None
         self._soon = None
-        self._run(self._clock())
+        now = self._clock()
+        nxt = self.timers.next_deadline()
+        if nxt is None or nxt > now:
+            # what was due has been cancelled since (typically an ACK due "now" that a reply
+            # carried): nothing to run, only the re-arm
+            self._rearm()
+            return
+        self._run(now)
 
     def _run(self, now: float) -> None:
         self._process_batch("aionetstack: exception while running stack timers",
@@ -212,26 +233,29 @@ class Stack(CoreStack):
         callbacks queued; then run the deferred callbacks and re-arm once."""
         loop = self._loop
         assert loop is not None
-        self._firing = True
+        self._firing = self._holding = True
         try:
             work(*args)
         except Exception as exc:  # never let a stack bug kill the event loop
             loop.call_exception_handler({"message": what, "exception": exc})
         finally:
             self._firing = False
-        deferred = self._deferred
-        if deferred:
-            self._deferred = []
-            for callback in deferred:
-                try:
-                    callback()
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:  # like asyncio.Handle._run
-                    loop.call_exception_handler({
-                        "message": f"Exception in callback {callback!r}",
-                        "exception": exc,
-                    })
+        try:
+            deferred = self._deferred
+            if deferred:
+                self._deferred = []
+                for callback in deferred:
+                    try:
+                        callback()
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:  # like asyncio.Handle._run
+                        loop.call_exception_handler({
+                            "message": f"Exception in callback {callback!r}",
+                            "exception": exc,
+                        })
+        finally:
+            self._holding = False
         if not self.closed:
             self._rearm()
 
@@ -363,8 +387,6 @@ class Stack(CoreStack):
     def resolve(self, host: str | None, port: int | str | None,
                 family: int = 0) -> list[tuple[bytes, int]]:
         """Literal addresses, ``localhost`` and names added with ``add_host``."""
-        import socket
-
         if port is None:
             port = 0
         try:
@@ -415,17 +437,11 @@ class Stack(CoreStack):
         try:
             if local_addr is not None:
                 ep.bind(local_addr[0] or None, local_addr[1])
-            try:
-                ep.connect(addr[0], addr[1])
-            except ConnectStarted:
-                pass
-            while True:
-                try:
-                    ep.connect_result()
-                    return ep
-                except WouldBlock:
-                    pass
+            ep.start_connect(addr[0], addr[1])
+            while ep.connecting():
                 await wait_events(loop, ep.waiter, EVENT_OUT | EVENT_ERR | EVENT_HUP)
+            ep.connect_result()  # raises the failure
+            return ep
         except BaseException:
             ep.abort()  # a cancelled or failed connect frees its port at once
             raise
@@ -485,8 +501,8 @@ class Stack(CoreStack):
                               handshake_timeout: float | None, shutdown_timeout: float | None,
                               ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
         loop = self._bind_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
         if ssl:
+            waiter: asyncio.Future[None] = loop.create_future()
             ctx = ssl if isinstance(ssl, ssl_module.SSLContext) else (
                 ssl_module.create_default_context())
             ssl_protocol = make_ssl_protocol(
@@ -501,12 +517,9 @@ class Stack(CoreStack):
                 raise
             app_transport: asyncio.Transport = ssl_protocol._app_transport
             return app_transport, protocol
-        transport = TcpTransport(self, ep, protocol, loop, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.abort()
-            raise
+        # the handshake is complete: connection_made now, without a call_soon round trip
+        transport = TcpTransport(self, ep, protocol, loop, start_soon=False)
+        transport.start_now()
         return transport, protocol
 
     async def create_server(
@@ -599,8 +612,6 @@ def _host(host: str) -> bytes:
 
 
 def _family(family: int, *addrs: tuple[str, int] | None) -> int:
-    import socket
-
     if family == socket.AF_INET:
         return 4
     if family == socket.AF_INET6:

@@ -2,9 +2,11 @@
 
 The contract is CPython's ``_SelectorSocketTransport`` (asyncio/selector_events.py):
 
-* ``connection_made`` is called through ``call_soon``; ``connection_lost`` exactly once, also
-  through ``call_soon``, with ``None`` for a clean close and the endpoint's error otherwise
-  (``ConnectionResetError``, ``TimeoutError`` ...).
+* ``connection_made`` is called through ``call_soon``, or at once (``start_now``) when the
+  connection is handed over outside packet processing with nothing left to wait for (a
+  completed connect, an accept); ``connection_lost`` exactly once, through ``call_soon``,
+  with ``None`` for a clean close and the endpoint's error otherwise (``ConnectionResetError``,
+  ``TimeoutError`` ...).
 * ``write`` hands bytes to the endpoint's send buffer; what does not fit waits in the
   transport's own buffer.  ``get_write_buffer_size()`` is that buffer *plus* the endpoint's
   unsent and unacknowledged bytes, and crossing the high/low water marks calls
@@ -54,7 +56,7 @@ class TcpTransport(asyncio.Transport):
     def __init__(self, stack: Stack, endpoint: TcpEndpoint, protocol: asyncio.BaseProtocol,
                  loop: asyncio.AbstractEventLoop,
                  waiter: asyncio.Future[None] | None = None,
-                 server: Any = None) -> None:
+                 server: Any = None, *, start_soon: bool = True) -> None:
         super().__init__()
         self._stack = stack
         self._ep = endpoint
@@ -82,7 +84,8 @@ class TcpTransport(asyncio.Transport):
                                                EVENT_IN | EVENT_OUT | EVENT_ERR | EVENT_HUP)
         if server is not None:
             server._attach(self)
-        loop.call_soon(self._start, waiter)
+        if start_soon:
+            loop.call_soon(self._start, waiter)
 
     def __repr__(self) -> str:
         st = "closing" if self._closing else "open"
@@ -90,6 +93,33 @@ class TcpTransport(asyncio.Transport):
 
     def _set_protocol_kind(self, protocol: asyncio.BaseProtocol) -> None:
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def start_now(self) -> None:
+        """Call ``connection_made`` now instead of through ``call_soon`` (``start_soon=False``):
+        for a caller already outside the stack's packet processing, such as a connect that has
+        just completed or the server's accept callback; saves an event-loop iteration.  As from
+        a callback, an exception goes to the loop's exception handler.
+
+        Reading starts a loop turn later, as CPython's selector transport starts reading only
+        after ``connection_made``: a task that ``connection_made`` started (a stream server's
+        handler) takes its first step before any data is delivered -- it may ``start_tls``
+        although the peer's first bytes are already here."""
+        self._started = True
+        try:
+            self._protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": "Exception in connection_made", "exception": exc,
+                "transport": self, "protocol": self._protocol})
+        if (not self._buffer and not self._eof
+                and not self._ep.readiness(EVENT_IN | EVENT_ERR | EVENT_HUP)):
+            return  # nothing to read or flush yet: the endpoint's next event schedules it
+        self._events |= EVENT_IN | EVENT_OUT
+        if not self._scheduled:
+            self._scheduled = True
+            self._stack.defer(self._process)
 
     def _start(self, waiter: asyncio.Future[None] | None) -> None:
         self._started = True

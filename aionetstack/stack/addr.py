@@ -7,7 +7,6 @@ these helpers convert, raising ``InvalidArgument`` for anything unparsable.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from typing import Final
 
@@ -32,22 +31,32 @@ def to_bytes(addr: AddressLike) -> bytes:
     if isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return addr.packed
     if isinstance(addr, str):
-        text = addr.strip()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        text = text.split("%", 1)[0]  # scope ids are handled by the caller
-        try:
-            return _packed(text)
-        except ValueError:
-            raise InvalidArgument(f"not an IP address: {addr!r}") from None
+        packed = _parsed.get(addr)
+        if packed is None:
+            packed = _parse_text(addr)
+        return packed
     raise InvalidArgument(f"not an IP address: {addr!r}")
 
 
-@functools.lru_cache(maxsize=1024)
-def _packed(text: str) -> bytes:
-    """``ipaddress`` parsing costs a dozen Python calls; hosts are looked up again and again
-    (every ``ping``, every connection), so parsed texts are remembered."""
-    return ipaddress.ip_address(text).packed
+# Texts already parsed (every connect and sendto to a literal address converts one): bounded,
+# emptied when full -- a plain dict hit is cheaper than an ``lru_cache`` call.
+_parsed: dict[str, bytes] = {}
+_PARSED_MAX: Final = 1024
+
+
+def _parse_text(addr: str) -> bytes:
+    text = addr.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    text = text.split("%", 1)[0]  # scope ids are handled by the caller
+    try:
+        packed = ipaddress.ip_address(text).packed
+    except ValueError:
+        raise InvalidArgument(f"not an IP address: {addr!r}") from None
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.clear()
+    _parsed[addr] = packed
+    return packed
 
 
 def to_str(addr: bytes) -> str:

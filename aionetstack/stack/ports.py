@@ -37,6 +37,7 @@ class PortManager:
         self.last = last
         self._rng = rng
         self._secret = rng.getrandbits(128).to_bytes(16, "big")
+        self._keyed = hashlib.blake2b(digest_size=8, key=self._secret)  # copied per use
         self._counter = 0
         self._by_port: dict[tuple[int, int], list[Reservation]] = {}
 
@@ -63,7 +64,7 @@ class PortManager:
             return r
         span = self.last - self.first + 1
         if remote is not None:
-            h = hashlib.blake2b(digest_size=8, key=self._secret)
+            h = self._keyed.copy()
             h.update(bytes([protocol]) + (address or b"") + remote[0])
             h.update(remote[1].to_bytes(2, "big"))
             offset = int.from_bytes(h.digest(), "big")

@@ -121,6 +121,24 @@ async def test_cancelled_timer_leaves_at_most_one_spurious_wakeup(spy: CallAtSpy
         assert s._handle is None and spy.pending(s) == []
 
 
+async def test_cancelled_due_now_timer_still_leaves_the_next_deadline_armed(
+        spy: CallAtSpy) -> None:
+    """The call_soon for a timer due at once finds it cancelled: it runs nothing but arms the
+    next deadline."""
+    async with Stack() as s:
+        loop = asyncio.get_running_loop()
+        fired: list[float] = []
+        s.timers.call_at(loop.time() + 0.02, fired.append)  # armed: a call_at handle
+        now = s.timers.call_at(loop.time(), lambda now: pytest.fail("cancelled timer ran"))
+        assert s._soon is not None
+        now.cancel()
+        await asyncio.sleep(0)  # the call_soon runs, finds nothing due
+        assert s._soon is None and not fired
+        assert s._handle is not None and not s._handle.cancelled()
+        await asyncio.sleep(0.05)
+        assert len(fired) == 1
+
+
 async def test_timer_due_in_the_past_fires_promptly_with_now_not_before_deadline() -> None:
     async with Stack() as s:
         loop = asyncio.get_running_loop()
@@ -211,6 +229,26 @@ async def test_closing_the_stack_from_inside_a_timer(spy: CallAtSpy) -> None:
         await _wait_for(lambda: s.closed)
         await asyncio.sleep(0)
         assert s._handle is None and spy.pending(s) == []
+
+
+async def test_timer_due_now_from_a_deferred_callback_fires_after_its_wakeups() -> None:
+    """A timer due at once, pushed by a deferred callback, fires after the ``call_soon`` wake-ups
+    that callback queued (so, e.g., a task's reply can carry an ACK the timer would send)."""
+    async with stack_pair() as (a, _b):
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        fired = asyncio.Event()
+
+        def deferred() -> None:
+            a.timers.call_at(loop.time(), lambda now: (order.append("timer"), fired.set()))
+            loop.call_soon(order.append, "wake-up")  # queued after the timer was pushed
+
+        def kick(now: float) -> None:
+            a.defer(deferred)  # from inside a timer run: queued, run right after the timers
+
+        a.timers.call_at(loop.time(), kick)
+        await asyncio.wait_for(fired.wait(), 2)
+        assert order == ["wake-up", "timer"]
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -208,3 +208,46 @@ async def _send_all(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(data)
     await writer.drain()
     writer.write_eof()
+
+
+async def test_request_reply_close_sends_no_pure_ack_but_the_last(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connect, a 1-byte request echoed back, close: the handshake's ACK rides on the request,
+    the window update after the server's read on the reply, the ACK of each FIN on the FIN the
+    application sends at once -- seven segments, the only pure ACK the last one (ACKs due "now"
+    go at the end of the turn, after the application's immediate answer)."""
+    from aionetstack.link.pipe import PipeEnd
+    from aionetstack.wire.tcp import ACK, FIN, SYN
+
+    sent: list[tuple[str, int, int]] = []
+    orig = PipeEnd.send
+
+    def spy(self: PipeEnd, frame: bytes | bytearray | memoryview) -> None:
+        b = bytes(frame)
+        ihl = (b[0] & 15) * 4
+        doff = (b[ihl + 12] >> 4) * 4
+        sent.append((self.name[-1], b[ihl + 13] & (SYN | ACK | FIN), len(b) - ihl - doff))
+        orig(self, frame)
+
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(100):
+            w.write(data)
+        w.close()
+
+    async with tcp_pair() as net:
+        server = await net.b.start_server(echo, B4, 0)
+        monkeypatch.setattr(PipeEnd, "send", spy)
+        for _ in range(2):
+            sent.clear()
+            r, w = await net.a.open_connection(B4, server.addresses[0][1])
+            w.write(b"x")
+            assert await r.readexactly(1) == b"x"
+            w.close()
+            await w.wait_closed()
+            await wait_until(lambda: len(sent) >= 7 and sent[-1][1] == ACK)
+            assert sent == [("a", SYN, 0), ("b", SYN | ACK, 0), ("a", ACK, 1), ("b", ACK, 1),
+                            ("a", ACK | FIN, 0), ("b", ACK | FIN, 0), ("a", ACK, 0)]
+        monkeypatch.undo()
+        server.close()
+        await server.wait_closed()
+        await assert_no_leaks(net.a, net.b)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import sys
 from typing import Any
 
 import pytest
@@ -66,6 +67,94 @@ async def test_connection_made_is_called_soon_not_inline() -> None:
         tr.close()
         assert await sproto.lost is None and await proto.lost is None
         await shutdown(net, server)
+
+
+async def test_completed_connect_and_accept_call_connection_made_without_a_loop_turn() -> None:
+    """``create_connection`` returns with ``connection_made`` already called, and the server's
+    protocol gets it from the accept callback itself (``start_now``): no extra loop iteration."""
+    async with tcp_pair() as net:
+        factory = Factory()
+        server = await net.b.create_server(factory, B4, 0)
+        callers: list[tuple[bool, str]] = []
+        orig = Rec.connection_made
+
+        def spy(self: Rec, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, TcpTransport)
+            callers.append((transport._server is not None, sys._getframe(1).f_code.co_name))
+            orig(self, transport)
+
+        Rec.connection_made = spy  # type: ignore[method-assign]
+        try:
+            tr, proto = await net.a.create_connection(Rec, B4, server.addresses[0][1])
+            assert isinstance(proto, Rec)
+            assert proto.events == ["made"] and proto.transport is tr  # before returning
+            sproto = await factory.next()
+            assert sproto.events == ["made"]
+        finally:
+            Rec.connection_made = orig  # type: ignore[method-assign]
+        # called by start_now (the connect, the accept callback), not by a call_soon handle
+        assert sorted(callers) == [(False, "start_now"), (True, "start_now")]
+        tr.close()
+        assert await sproto.lost is None and await proto.lost is None
+        await shutdown(net, server)
+
+
+async def test_a_task_started_by_connection_made_runs_before_the_first_data() -> None:
+    """The client's first bytes arrive with the handshake's ACK; still, as with CPython's
+    selector transport, a task the server protocol starts in ``connection_made`` takes its first
+    step before ``data_received`` (a stream handler may ``start_tls`` first)."""
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    class Server(Rec):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            tasks.append(loop.create_task(self.first_step()))
+
+        async def first_step(self) -> None:
+            order.append("task")
+
+        def data_received(self, data: bytes) -> None:
+            order.append("data")
+            super().data_received(data)
+
+    async with tcp_pair() as net:
+        factory = Factory(Server)
+        server = await net.b.create_server(factory, B4, 0)
+        tr, _ = await net.a.create_connection(Rec, B4, server.addresses[0][1])
+        tr.write(b"first")  # leaves with the handshake's ACK
+        sproto = await factory.next()
+        assert await sproto.wait_bytes(5) == b"first"
+        assert order == ["task", "data"]
+        tr.close()
+        assert await sproto.lost is None
+        await shutdown(net, server)
+
+
+async def test_connection_made_exception_goes_to_the_loop_handler() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: contexts.append(ctx))
+    boom = RuntimeError("boom")
+
+    class Bad(Rec):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            raise boom
+
+    try:
+        async with tcp_pair() as net:
+            factory = Factory()
+            server = await net.b.create_server(factory, B4, 0)
+            tr, _ = await net.a.create_connection(Bad, B4, server.addresses[0][1])
+            assert [c["exception"] for c in contexts] == [boom]
+            assert contexts[0]["transport"] is tr
+            tr.close()
+            sproto = await factory.next()
+            assert await sproto.lost is None
+            await shutdown(net, server)
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_create_connection_returns_connected_transport_and_protocol() -> None:

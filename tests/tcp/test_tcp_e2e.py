@@ -428,3 +428,26 @@ def test_bind_and_listen_errors(pair: Pair) -> None:
     for ep in (a, b, ephemeral):
         ep.close()
     pair.assert_no_leaks()
+
+
+def test_start_connect_and_connecting_follow_connect_without_exceptions() -> None:
+    p = make_pair()
+    lst = p.tb.new_endpoint()
+    lst.bind(None, 80)
+    lst.listen()
+    cli = p.ta.new_endpoint()
+    assert not cli.connecting()
+    cli.start_connect(B, 80)  # returns: the SYN is out
+    assert cli.state is TcpState.SYN_SENT and cli.connecting()
+    with pytest.raises(WouldBlock):
+        cli.connect_result()
+    assert p.run(lambda: not cli.connecting())
+    cli.connect_result()
+    assert cli.state is TcpState.ESTABLISHED
+    refused = p.ta.new_endpoint()
+    refused.start_connect(B, 81)  # no listener: a reset comes back
+    assert p.run(lambda: not refused.connecting())
+    with pytest.raises(ConnectionRefused):
+        refused.connect_result()
+    cli.abort()
+    lst.close()

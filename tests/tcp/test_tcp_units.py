@@ -35,6 +35,14 @@ def test_isn_is_keyed_per_tuple_and_advances_with_the_clock() -> None:
     assert seq_sub(later, a) == 1  # one tick every 4 microseconds
     other = IsnGenerator(random.Random(2))
     assert other.isn(b"\x0a\0\0\1", 1000, b"\x0a\0\0\2", 80, 10.0) != a
+    # F is the keyed BLAKE2b of the 4-tuple, the same on every call (a copied keyed state)
+    import hashlib
+
+    four = b"\x0a\0\0\1" + b"\x0a\0\0\2" + (1000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    f = int.from_bytes(hashlib.blake2b(four, digest_size=4, key=g._secret).digest(), "big")
+    for _ in range(3):
+        assert g.isn(b"\x0a\0\0\1", 1000, b"\x0a\0\0\2", 80, 10.0) == a == (
+            2_500_000 + f) & 0xFFFFFFFF
 
 
 def test_rto_rfc6298() -> None:

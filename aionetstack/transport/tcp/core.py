@@ -265,6 +265,14 @@ class EndpointCore:
         edge = seq_add(snd.snd_una, snd.snd_wnd)
         self._emit(snd.snd_max if seq_le(snd.snd_max, edge) else edge, ACK)
 
+    def _ack_soon(self) -> None:
+        """ACK at the end of this turn rather than at once: the delayed-ACK timer, due now,
+        runs after what the turn set off (a driver fires it after the wake-ups it queued), so
+        an application's immediate answer -- the first request after connect, the reply to a
+        FIN, data after a read -- carries the ACK instead of following a pure ACK.  No time
+        passes: still an immediate ACK as far as RFC 9293 §3.8.6.3 and RFC 5681 §4.2 go."""
+        self._delack_timer.schedule_if_earlier(self.stack.now())
+
     def _challenge_ack(self) -> None:
         if self.proto.challenge_ack_allowed():
             self.proto.stats["challenge-acks"] += 1
@@ -287,7 +295,7 @@ class EndpointCore:
         if self.state not in CAN_RECEIVE:
             return
         if rcv.rcv_wnd < rcv.max_window() // 2 and rcv.window_increase() > 0:
-            self._send_ack()
+            self._ack_soon()
 
     # -- state changes ----------------------------------------------------------------------------
     def _set_state(self, new: TcpState) -> None:

@@ -6,8 +6,9 @@ module (the user API).
 
 User API (non-blocking, gVisor-shaped): ``bind``, ``listen``, ``accept`` (raises WouldBlock),
 ``connect`` (raises ConnectStarted; completion is ``EVENT_OUT`` on ``waiter``, then
-``connect_result()``), ``write`` (accepts what fits; queued in SYN-SENT and sent after the
-handshake), ``read`` / ``read_into`` (WouldBlock when empty, ``b""`` / 0 at EOF),
+``connect_result()``; ``start_connect`` and ``connecting`` do the same without exceptions),
+``write`` (accepts what fits; queued in SYN-SENT and sent after the handshake), ``read`` /
+``read_into`` (WouldBlock when empty, ``b""`` / 0 at EOF),
 ``shutdown_write``, ``close`` (graceful; a RST instead when unread data is pending, RFC 9293
 §3.10.4 / RFC 2525 §2.17), ``abort`` (RST), ``readiness``, ``info``.  Options: ``nodelay``,
 ``keepalive`` (+ ``keepidle``/``keepintvl``/``keepcnt``), ``user_timeout``, ``linger`` (0:
@@ -287,6 +288,12 @@ class TcpEndpoint(SegmentInput):
 
     def connect(self, address: AddressLike, port: int) -> None:
         """Start an active open; always raises (ConnectStarted on success)."""
+        self.start_connect(address, port)
+        raise ConnectStarted()
+
+    def start_connect(self, address: AddressLike, port: int) -> None:
+        """``connect`` without the ConnectStarted exception: returns once the SYN is out
+        (failures still raise); completion is ``EVENT_OUT`` on ``waiter`` as with ``connect``."""
         self._check_usable()
         st = self.state
         if st is S.SYN_SENT or st is S.SYN_RECEIVED:
@@ -322,7 +329,11 @@ class TcpEndpoint(SegmentInput):
         self._set_state(S.SYN_SENT)
         self._syn_time = stack.now()
         self._send_syn(ack=False)
-        raise ConnectStarted()
+
+    def connecting(self) -> bool:
+        """Is an active open still under way (``connect_result`` would raise WouldBlock)?"""
+        st = self.state
+        return (st is S.SYN_SENT or st is S.SYN_RECEIVED) and self.error is None
 
     def connect_result(self) -> None:
         """None once connected; raises the failure, or WouldBlock while still connecting."""

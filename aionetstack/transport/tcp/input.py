@@ -65,8 +65,14 @@ class SegmentInput(EndpointTimers):
                     seq_add(h.seq, 1), h.payload, bool(flags & FIN), now):
                 return
             self._output(now)
-            if self._ack_now or self.last_ack_sent != self.rcv.rcv_nxt:
-                self._send_ack()  # unless data (or a FIN queued in SYN-SENT) carried the ACK
+            if self._ack_now:
+                self._send_ack()
+            elif self.last_ack_sent != self.rcv.rcv_nxt:
+                # unless data (or a FIN queued in SYN-SENT) carried it, the handshake's ACK
+                # (RFC 9293 §3.10.7.3) goes at the end of this turn: a request the application
+                # writes as soon as connect returns carries it (Linux delays it likewise when a
+                # write is pending)
+                self._ack_soon()
         else:
             snd.snd_wnd = snd.max_snd_wnd = h.window
             snd.snd_wl1, snd.snd_wl2 = h.seq, snd.iss
@@ -97,17 +103,21 @@ class SegmentInput(EndpointTimers):
                 # "at least every second full-sized segment"; Linux __tcp_ack_snd_check)
                 self._ack_now = True
         if rcv.fin_received and not before:
-            self._ack_now = True
             if st is S.ESTABLISHED:
                 self._set_state(S.CLOSE_WAIT)
-            elif st is S.FIN_WAIT_1:
-                if self.snd.fin_acked():
+                # ACK the FIN at the end of this turn: an application that closes (or answers)
+                # at once sends its FIN (or data) with the ACK (Linux: delayed in pingpong mode)
+                self._ack_soon()
+            else:
+                self._ack_now = True
+                if st is S.FIN_WAIT_1:
+                    if self.snd.fin_acked():
+                        self._enter_time_wait(now)
+                    else:
+                        self._set_state(S.CLOSING)
+                elif st is S.FIN_WAIT_2:
+                    self._linger_timer.cancel()
                     self._enter_time_wait(now)
-                else:
-                    self._set_state(S.CLOSING)
-            elif st is S.FIN_WAIT_2:
-                self._linger_timer.cancel()
-                self._enter_time_wait(now)
             self.waiter.notify(EVENT_IN)
         return True
 

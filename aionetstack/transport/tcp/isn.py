@@ -57,12 +57,14 @@ class SynCookies:
 
 
 class IsnGenerator:
-    __slots__ = ("_secret",)
+    __slots__ = ("_keyed", "_secret")
 
     def __init__(self, rng: RandomSource) -> None:
         self._secret = rng.getrandbits(128).to_bytes(16, "big")
+        # the keyed hash state, set up once: copying it is cheaper than keying a new one
+        self._keyed = hashlib.blake2b(digest_size=4, key=self._secret)
 
     def isn(self, local: bytes, lport: int, remote: bytes, rport: int, now: float) -> int:
-        h = hashlib.blake2b(digest_size=4, key=self._secret)
+        h = self._keyed.copy()
         h.update(local + remote + lport.to_bytes(2, "big") + rport.to_bytes(2, "big"))
         return (int(now * 250_000) + int.from_bytes(h.digest(), "big")) & MASK
