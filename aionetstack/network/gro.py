@@ -8,7 +8,8 @@ engine (and its ACK) runs once per up to 64 KiB instead of once per 1.5 KiB.  TC
 receives such super-segments from links with hardware-style offload (TUN with a vnet header).
 
 A segment is merged only when all of these hold (anything else is delivered as it came, after
-the flow's pending merge, so a flow's segments keep their order):
+every pending merge, so a flow's segments keep their order and control segments keep their
+place among all flows):
 
 * IPv4 without options or fragmentation, or IPv6 with TCP as the first next header; total
   length equal to the frame (no link padding); the destination is one of the stack's addresses
@@ -96,7 +97,6 @@ class Gro:
     def run(self, frames: list[memoryview]) -> None:
         """Deliver ``frames`` through the NIC, merging what can be merged."""
         nic = self.nic
-        deliver = nic.link_deliver
         verify = not nic.rx_trusted
         promisc = nic.promiscuous
         local = self.local
@@ -108,12 +108,12 @@ class Gro:
         for f in frames:
             n = len(f)
             if n < l3 + 40 or (l3 and f[12] != 0x08 and f[12] != 0x86):
-                deliver(f)
+                self._alone(chains, f)
                 continue
             b0 = f[l3]
             if b0 == 0x45:
                 if f[l3 + 9] != 6:
-                    deliver(f)
+                    self._alone(chains, f)
                     continue
                 (_, tos, iplen, _, frag, ttl, _, _, src, dst, seq, ack, doff, flags, win,
                  urg) = unpack4(f, l3)
@@ -134,7 +134,7 @@ class Gro:
                 src = s0 + s1
                 dst = d0 + d1
             else:
-                deliver(f)
+                self._alone(chains, f)
                 continue
             thl = (doff >> 4) * 4
             plen = n - t - thl
@@ -144,10 +144,7 @@ class Gro:
                                v6)
                 continue
             if not ok or thl < 20 or plen <= 0 or flags & ~_PSH != _ACK:
-                c = chains.pop(key, None)
-                if c is not None:
-                    self._deliver(c)
-                deliver(f)
+                self._alone(chains, f)
                 continue
             # everything but lengths, IDs, checksums, sequence number and PSH must match:
             # IPv4 TOS, DF, TTL (IPv6 traffic class, flow label, hop limit); TCP acknowledgment
@@ -177,12 +174,23 @@ class Gro:
                 del chains[key]
                 self._deliver(c)
             if not (promisc or (key[16:32] if v6 else key[4:8]) in local):
-                deliver(f)  # not ours: forwarding (or dropping) is the network layer's business
+                # not ours: forwarding (or dropping) is the network layer's business
+                self._alone(chains, f)
                 continue
             chains[key] = _Chain(f, l3, t + thl, (seq + plen) & 0xFFFFFFFF, plen, sig, psh, v6,
                                  big, small)
         for c in chains.values():
             self._deliver(c)
+
+    def _alone(self, chains: dict[bytes, _Chain], f: memoryview) -> None:
+        """Deliver a frame that is not merged, after everything pending: control segments,
+        other protocols and packets for other hosts keep their place relative to every flow's
+        merged data (a SYN never overtakes the ACK that completed an earlier handshake)."""
+        if chains:
+            for c in chains.values():
+                self._deliver(c)
+            chains.clear()
+        self.nic.link_deliver(f)
 
     def _pure_ack(self, chains: dict[bytes, _Chain], key: bytes, f: memoryview, t: int, n: int,
                   thl: int, seq: int, ack: int, ip: int, verify: bool, addrs: int,
@@ -208,7 +216,7 @@ class Gro:
             del chains[key]
             self._deliver(c)
         if not (self.nic.promiscuous or (key[16:32] if v6 else key[4:8]) in self.local):
-            self.nic.link_deliver(f)
+            self._alone(chains, f)
             return
         c = _Chain(f, self.nic.link_header_len, t + thl, seq, 0, (ip,), False, v6, big, small)
         c.ack = ack

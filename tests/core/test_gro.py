@@ -282,3 +282,13 @@ def test_a_connection_receives_merged_data_and_acks_it_once() -> None:
     acks = [Ether(f)[TCP] for f in r.wire.take()]
     assert [a.ack for a in acks if a.flags == "A"][:1] == [SEQ + 20_000]
     assert len(acks) <= 2  # the ACK (and perhaps a window update after the read)
+
+
+def test_a_control_segment_of_another_flow_does_not_overtake_pending_merges() -> None:
+    """A handshake-completing ACK held for folding goes before a SYN that arrived after it (a
+    listener's backlog sees the connections in their order)."""
+    r = Rig()
+    syn = seg(seq=9000, size=0, flags="S", sport=5000, opts=[])
+    got = r.batch(ack(1000), syn, seg(0, sport=4001), seg(1, sport=4001))
+    assert [(p[TCP].sport, str(p[TCP].flags), len(payload(p))) for p in got] == [
+        (4000, "A", 0), (5000, "S", 0), (4001, "A", 2000)]
