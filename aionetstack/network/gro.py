@@ -149,7 +149,8 @@ class Gro:
             # everything but lengths, IDs, checksums, sequence number and PSH must match:
             # IPv4 TOS, DF, TTL (IPv6 traffic class, flow label, hop limit); TCP acknowledgment
             # number, window, urgent pointer and options
-            sig = (ip, ack, win, urg, bytes(f[t + 20:t + thl]) if thl > 20 else b"")
+            sig = (ip, ack, win, urg, bytes(f[t + 20:t + thl]) if thl > 20 else b"",
+                   bytes(f[:6]) if l3 else b"")  # and on Ethernet the destination MAC
             if verify:
                 big = from_bytes(f[t:], "big")
                 if (n - t) & 1:

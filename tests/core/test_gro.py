@@ -292,3 +292,12 @@ def test_a_control_segment_of_another_flow_does_not_overtake_pending_merges() ->
     got = r.batch(ack(1000), syn, seg(0, sport=4001), seg(1, sport=4001))
     assert [(p[TCP].sport, str(p[TCP].flags), len(payload(p))) for p in got] == [
         (4000, "A", 0), (5000, "S", 0), (4001, "A", 2000)]
+
+
+def test_a_frame_for_another_mac_is_never_merged_into_ours() -> None:
+    r = Rig(l2=True)
+    frames = [to_stack(seg(i)) for i in range(3)]
+    frames[1] = bytes.fromhex("02aabbccddee") + frames[1][6:]  # same IP packet, foreign MAC
+    got = r.batch(*frames)
+    assert [len(payload(p)) for p in got] == [1000, 1000, 1000]
+    assert r.stack.stats()["ethernet"]["dropped.not-for-us"] >= 1
