@@ -47,6 +47,7 @@ from aionetstack.wire.checksum import (
     PROTO_TCP,
     PROTO_UDP,
     checksum,
+    finish,
     ones_sum,
     piece_sums,
     pseudo_header_sum,
@@ -287,8 +288,7 @@ def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int,
             seg[l3 + 3] = tot & 0xFF
             seg[l3 + 4] = i >> 8
             seg[l3 + 5] = i & 0xFF
-            x = (ip_base + tot + i) % 0xFFFF
-            c = ~x & 0xFFFF if x else 0  # as ``checksum.finish``: the header is never all zero
+            c = finish(ip_base + tot + i)
             seg[l3 + 10] = c >> 8
             seg[l3 + 11] = c & 0xFF
         else:
@@ -302,13 +302,10 @@ def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int,
             f &= ~TCP_FLAG_CWR
         pack(seg, l4 + 4, s)
         seg[l4 + 13] = f
-        if not fill_checksums:
-            out.append(seg)
-            continue
-        x = (tcp_base + l4_len + (s >> 16) + (s & 0xFFFF) + f + sums[k]) % 0xFFFF
-        c = ~x & 0xFFFF if x else 0
-        seg[l4 + 16] = c >> 8
-        seg[l4 + 17] = c & 0xFF
+        if fill_checksums:
+            c = finish(tcp_base + l4_len + (s >> 16) + (s & 0xFFFF) + f + sums[k])
+            seg[l4 + 16] = c >> 8
+            seg[l4 + 17] = c & 0xFF
         out.append(seg)
     return out
 

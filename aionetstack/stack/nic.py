@@ -231,7 +231,7 @@ class NIC:
             assert neigh is not None
             mac = neigh.lookup(next_hop)
             if mac is None:  # unresolved: queue ordinary packets behind the resolution
-                for piece in segment(memoryview(buf)[l3_offset:], 0, gso):
+                for piece in segment(memoryview(buf)[l3_offset:], 0, gso, not self.tx_offload):
                     pb = bytearray(l3_offset) + piece
                     self.output(pb, l3_offset, next_hop)
                 return
