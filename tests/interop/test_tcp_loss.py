@@ -1,4 +1,4 @@
-"""TCP against the kernel with packets lost: on the kernel side (nftables ``numgen random``
+"""TCP against the kernel with packets lost: on the kernel side (nftables ``numgen``
 drop rules inside the namespace; this kernel has no netem) and on the stack side (a link wrapper
 that drops frames with a seeded random generator).  Integrity is checked with SHA-256.
 
@@ -35,18 +35,28 @@ from .test_tcp_kernel import (
 
 pytestmark = pytest.mark.timeout(120)
 
+# Each chain drops the 11th TCP packet of every 50 it sees (so a run of more than ten packets
+# is surely hit, even with TSO/GSO where 2 MB is only a few dozen super-segments) plus a random
+# share on top: ``pct`` per cent in all.
 NFT_LOSS = """
 table inet t {
     chain out {
         type filter hook output priority 0; policy accept;
-        meta l4proto tcp numgen random mod 100 < %(pct)d counter drop
+        meta l4proto tcp numgen inc mod 50 == 10 counter drop
+        meta l4proto tcp numgen random mod 100 < %(rnd)d counter drop
     }
     chain in {
         type filter hook input priority 0; policy accept;
-        meta l4proto tcp numgen random mod 100 < %(pct)d counter drop
+        meta l4proto tcp numgen inc mod 50 == 10 counter drop
+        meta l4proto tcp numgen random mod 100 < %(rnd)d counter drop
     }
 }
 """
+
+
+def nft_loss(pct: int) -> str:
+    """The loss table for ``pct`` % (at least 2: the deterministic share)."""
+    return NFT_LOSS % {"rnd": pct - 2}
 
 
 async def nft(netns: str, script: str) -> None:
@@ -66,8 +76,8 @@ async def nft_drops(netns: str) -> list[int]:
     out, _ = await asyncio.wait_for(proc.communicate(), 10)
     text = out.decode(errors="replace")
     counts = [int(n) for n in re.findall(r"counter packets (\d+)", text)]
-    assert len(counts) == 2, text
-    return counts
+    assert len(counts) == 4, text
+    return [counts[0] + counts[1], counts[2] + counts[3]]
 
 
 SIZE = 2 << 20  # each way
@@ -99,7 +109,7 @@ async def test_kernel_client_echo_under_kernel_loss(netns: str, kind: type[link.
         server = await stack.start_server(handler, saddr, PORT)
         s = await kernel_connect(netns, saddr)
         try:
-            await nft(netns, NFT_LOSS % {"pct": 5})
+            await nft(netns, nft_loss(5))
             data = blob(SIZE, 11)
             got = await kernel_exchange(s, data, 90)
         finally:
@@ -124,7 +134,7 @@ async def test_stack_client_under_kernel_loss(netns: str, kind: type[link.Tun],
         ktask = asyncio.create_task(kernel_server_exchange(lsock, blob(SIZE, 12)))
         try:
             reader, writer = await asyncio.wait_for(stack.open_connection(addrs(4)[0], PORT), 10)
-            await nft(netns, NFT_LOSS % {"pct": 5})
+            await nft(netns, nft_loss(5))
             # with TSO the kernel sees (and drops) our data as 64 KiB super-segments, a few
             # dozen per 2 MB: send more so that some are surely lost
             up = blob(SIZE * (4 if offload else 1), 13)
