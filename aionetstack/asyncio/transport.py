@@ -181,13 +181,11 @@ class TcpTransport(asyncio.Transport):
                         mv = memoryview(buf)
                         if not len(mv):
                             raise RuntimeError("get_buffer() returned an empty buffer")
-                        data = ep.read(len(mv))
-                        if data:
-                            mv[:len(data)] = data
-                            proto.buffer_updated(len(data))
-                            continue
+                        n = ep.read_into(mv)  # > 0: there is unread data
+                        proto.buffer_updated(n)
+                        continue
                 else:
-                    data = ep.read(_READ_CHUNK)
+                    data = ep.read_chunk(_READ_CHUNK)
             except WouldBlock:
                 return
             except OSError as exc:

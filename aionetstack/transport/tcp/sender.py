@@ -34,12 +34,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aionetstack.stack.limits import TcpMemory
+from aionetstack.transport.tcp.bytequeue import ByteQueue
 from aionetstack.transport.tcp.congestion import CongestionControl, Reno
 from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq_sub
 from aionetstack.wire.tcp import ACK, FIN, PSH
 
-Emit = Callable[[int, int, memoryview], None]  # (seq, flags, payload)
+Emit = Callable[[int, int, bytes | memoryview], None]  # (seq, flags, payload)
 
 
 class Sender:
@@ -67,7 +68,7 @@ class Sender:
         self.gso_limit = 0
         self.seg_max = 536
         self.cc: CongestionControl = Reno(self.mss)
-        self.buffer = bytearray()
+        self.buffer = ByteQueue()
         self.account: TcpMemory | None = None  # the stack's TCP memory (Limits)
         self.fin_queued = False
         self.nodelay = False
@@ -126,7 +127,7 @@ class Sender:
     def queue(self, data: bytes | bytearray | memoryview) -> int:
         n = min(len(data), self.space())
         if n:
-            self.buffer += memoryview(data)[:n]
+            self.buffer.append(data if n == len(data) else memoryview(data)[:n])
             if self.account is not None:
                 self.account.add(n)
         return n
@@ -186,7 +187,7 @@ class Sender:
         if fin:
             flags |= FIN
         retrans = seq_lt(seq, self.snd_max)
-        self.emit(seq, flags, memoryview(self.buffer)[off:off + n])
+        self.emit(seq, flags, self.buffer.view(off, n))
         end = seq_add(seq, n + (1 if fin else 0))
         self.snd_nxt = end
         if n % self.mss:
@@ -223,7 +224,7 @@ class Sender:
         if n <= 0 and not fin:
             return
         flags = ACK | (FIN if fin else 0)
-        self.emit(self.snd_una, flags, memoryview(self.buffer)[off:off + max(n, 0)])
+        self.emit(self.snd_una, flags, self.buffer.view(off, n))
         self.retransmits += 1
         self.rtt_seq = None  # Karn
 
@@ -235,7 +236,7 @@ class Sender:
             return
         fin = self.fin_queued and off + n == len(self.buffer) and seq_gt(
             self.snd_max, seq_add(self.buf_seq, len(self.buffer)))
-        self.emit(seq, ACK | (FIN if fin else 0), memoryview(self.buffer)[off:off + n])
+        self.emit(seq, ACK | (FIN if fin else 0), self.buffer.view(off, n))
         self.retransmits += 1
         self.rtt_seq = None  # Karn
 
@@ -290,7 +291,7 @@ class Sender:
         self.snd_una = ack
         drop = min(max(seq_sub(ack, self.buf_seq), 0), len(self.buffer))
         if drop:
-            del self.buffer[:drop]
+            self.buffer.drop(drop)
             if self.account is not None:
                 self.account.add(-drop)
             self.buf_seq = seq_add(self.buf_seq, drop)
