@@ -54,6 +54,8 @@ from aionetstack.wire.checksum import (
 )
 from aionetstack.wire.errors import MalformedPacket
 
+_from_bytes = int.from_bytes
+
 Frame = bytes | bytearray | memoryview
 
 VIRTIO_NET_HDR_LEN: Final = 10  # struct virtio_net_hdr (without num_buffers)
@@ -334,6 +336,9 @@ class VnetCodec:
     # -- outbound ----------------------------------------------------------------------------
     def can_gso(self, frame: Frame) -> bool | None:
         """Whether the device segments this frame itself (None: not a TCP/UDP packet)."""
+        if (not self.l2 and len(frame) >= 40 and frame[0] == 0x45 and frame[9] == PROTO_TCP
+                and not (frame[6] & 0x3F or frame[7])):
+            return self.tso  # IPv4 without options, not a fragment, TCP: the usual case
         l3 = l3_offset_of(frame, self.l2)
         info = None if l3 is None else locate_l4(frame, l3)
         if info is None or info.protocol not in (PROTO_TCP, PROTO_UDP):
@@ -350,6 +355,39 @@ class VnetCodec:
         """
         if not self.csum:
             return NO_OFFLOAD
+        if not self.l2 and frame[0] == 0x45 and frame[9] == PROTO_TCP:
+            hdr = self._tx_tcp4(frame, gso_size, mtu)
+            if hdr is not None:
+                return hdr
+        return self._tx_header(frame, gso_size, mtu)
+
+    def _tx_tcp4(self, frame: bytearray | memoryview, gso_size: int, mtu: int) -> bytes | None:
+        """``tx_header`` for the stack's own data path: an IPv4 packet without options carrying
+        TCP, on an L3 link (None: not such a packet, use the general path)."""
+        n = len(frame)
+        if n < 40 or (frame[2] << 8 | frame[3]) != n or frame[6] & 0x3F or frame[7]:
+            return None
+        thl = (frame[32] >> 4) * 4
+        if thl < 20 or 20 + thl > n:
+            return None
+        # the addresses as one 64-bit number are congruent to their sum (mod 0xffff)
+        s = (_from_bytes(frame[12:20], "big") + PROTO_TCP + n - 20) % 0xFFFF
+        frame[36] = s >> 8
+        frame[37] = s & 0xFF
+        st = self.stats
+        st["tx_partial_csum"] += 1
+        if not gso_size and mtu and self.tso and n > mtu:
+            gso_size = mtu - 20 - thl
+        if gso_size and n - 20 - thl > gso_size:
+            st["tx_gso"] += 1
+            return _HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 | (
+                VIRTIO_NET_HDR_GSO_ECN if frame[33] & TCP_FLAG_CWR else 0), 20 + thl, gso_size,
+                20, TCP_CSUM_OFFSET)
+        return _HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 0, 0, 20,
+                         TCP_CSUM_OFFSET)
+
+    def _tx_header(self, frame: bytearray | memoryview, gso_size: int, mtu: int) -> bytes:
+        """``tx_header`` for any frame."""
         l3 = l3_offset_of(frame, self.l2)
         if l3 is None:
             return NO_OFFLOAD

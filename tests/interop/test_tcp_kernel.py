@@ -337,6 +337,13 @@ async def stack_client_exchange(stack: Stack, host: str, up: bytes,
     try:
         got = await asyncio.wait_for(reader.read(), timeout)
         await asyncio.wait_for(sender, timeout)
+        # drain() returns once the endpoint holds the bytes (as with a kernel socket): wait
+        # for the last ACK before reading the counters
+        ep = writer.get_extra_info("endpoint")
+        for _ in range(int(timeout * 100)):
+            if not ep.send_buffered():
+                break
+            await asyncio.sleep(0.01)
         info: dict[str, Any] = writer.get_extra_info("tcp_info")
     finally:
         sender.cancel()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aionetstack.errors import InvalidArgument
 from aionetstack.link.vnet import (
@@ -295,3 +297,24 @@ def test_segment_tcp_agrees_with_scapy_on_random_packets() -> None:
             assert got[scapy.TCP].seq == (seq + k * mss) & 0xFFFFFFFF
             data += bytes(got[scapy.TCP].payload)
         assert data == raw[-n:]
+
+
+@given(st.integers(0, 9000), st.sampled_from([0, 536, 1400, 1448]),
+       st.sampled_from([0, 576, 1500, 9000]), st.sampled_from([ACK, ACK | PSH, ACK | CWR, FIN]),
+       st.booleans(), st.sampled_from([b"", b"\x01\x01\x08\x0a" + bytes(8)]))
+def test_tx_header_fast_path_matches_the_general_one(size: int, gso: int, mtu: int, flags: int,
+                                                     tso: bool, opts: bytes) -> None:
+    """The IPv4/TCP shortcut writes the same header and the same pseudo-header sum as the
+    path every other packet takes."""
+    pkt = tcp_packet(4, bytes(size), flags=flags)
+    if opts:  # a header with options (data offset 8): the TCP header grows by 12 bytes
+        pkt[20 + 12] = 8 << 4
+        pkt[40:40] = opts
+        pkt[2:4] = len(pkt).to_bytes(2, "big")
+    a, b = codec(tso=tso), codec(tso=tso)
+    fa, fb = bytearray(pkt), bytearray(pkt)
+    if gso and not tso:
+        gso = 0
+    assert a.tx_header(fa, gso, mtu) == b._tx_header(fb, gso, mtu)
+    assert fa == fb and a.stats == b.stats
+    assert a.can_gso(pkt) is tso

@@ -12,6 +12,7 @@ from aionetstack.errors import (
     TimedOut,
     WouldBlock,
 )
+from aionetstack.stack.waiter import EVENT_OUT
 from aionetstack.transport.tcp import TcpEndpoint, TcpState
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader, TcpOptions
 
@@ -328,6 +329,44 @@ def test_nagle_holds_small_segments_until_ack(wire: Wire) -> None:
     ep.write(b"1")
     ep.write(b"2")
     assert [bytes(s.payload) for s in wire.recv()] == [b"1", b"2"]
+
+
+def test_autocork_joins_short_writes_made_in_one_turn(wire: Wire) -> None:
+    """A short write while data is in flight waits for the end of the turn (the delayed-ACK
+    timer, due now), so writes made in the same turn leave as one segment (Linux
+    autocorking); no virtual time passes.  With nodelay every write is a segment."""
+    _, ep = passive(wire)
+    t0 = wire.net.now
+    ep.write(b"a" * MSS)  # nothing in flight: at once
+    ep.write(b"b" * 100)  # in flight now: held for the end of the turn ...
+    ep.write(b"c" * 200)  # ... and joined by this one
+    segs = wire.recv()
+    assert [bytes(s.payload) for s in segs] == [b"a" * MSS, b"b" * 100 + b"c" * 200]
+    assert wire.net.now == t0
+    wire.send(seq=PEER_ISS + 1, ack=ISS + 1 + MSS + 300, flags=ACK)
+    assert wire.recv() == []  # the held data went with the data: no ACK of its own follows
+    ep.nodelay = True
+    ep.write(b"d" * MSS)
+    ep.write(b"e" * 100)
+    ep.write(b"f" * 200)
+    assert [len(s.payload) for s in wire.recv()] == [MSS, 100, 200]
+
+
+def test_writable_again_once_half_of_what_is_queued_is_free(wire: Wire) -> None:
+    """Like Linux's sk_stream_is_writeable: after the send buffer filled, EVENT_OUT comes
+    back when the free space is at least half of what is still queued, not with each ACK."""
+    _, ep = passive(wire)
+    ep.set_buffer_sizes(sndbuf=6000)
+    events: list[int] = []
+    ep.waiter.register(lambda ev: events.append(ev), EVENT_OUT)
+    assert ep.write(b"q" * 10000) == 6000
+    assert not ep.readiness(EVENT_OUT)
+    segs = wire.recv()
+    wire.send(seq=PEER_ISS + 1, ack=segs[0].seq + 1000, flags=ACK)  # 1000 free, 5000 queued
+    assert not ep.readiness(EVENT_OUT) and not events
+    wire.send(seq=PEER_ISS + 1, ack=segs[0].seq + 2000, flags=ACK)  # 2000 free, 4000 queued
+    assert ep.readiness(EVENT_OUT) and len(events) == 1
+    assert ep.write(b"r" * 5000) == 2000  # any free space is taken
 
 
 def test_segmentation_to_peer_mss_and_window(wire: Wire) -> None:

@@ -76,8 +76,9 @@ class EndpointCore:
 
 
     __slots__ = (
-        "_ack_bytes", "_ack_now", "_delack_timer", "_ka_probes", "_ka_timer", "_keepalive",
-        "_last_rx", "_linger_timer", "_pending_fin", "_rexmit_ts", "_rto_since", "_rto_timer",
+        "_ack_bytes", "_ack_now", "_corked", "_delack_timer", "_ka_probes", "_ka_timer",
+        "_keepalive", "_last_rx", "_linger_timer", "_pending_fin", "_rexmit_ts", "_rto_since",
+        "_rto_timer",
         "_syn_time", "_zwp_since", "bound_address", "error", "family", "keepcnt", "keepidle",
         "keepintvl",
         "last_ack_sent", "linger", "listen_queue", "local", "parent", "peer_mss", "proto", "rcv",
@@ -118,6 +119,7 @@ class EndpointCore:
     last_ack_sent: int
     _ack_bytes: int
     _ack_now: bool
+    _corked: bool
     _pending_fin: bool
     _syn_time: float
     _rto_since: float
@@ -278,12 +280,18 @@ class EndpointCore:
             self.proto.stats["challenge-acks"] += 1
             self._send_ack()
 
-    def _output(self, now: float) -> bool:
-        """Run the sender; arm the persist timer when data waits on a closed window."""
+    def _output(self, now: float, cork: bool = False) -> bool:
+        """Run the sender; arm the persist timer when data waits on a closed window.  With
+        ``cork`` a short last segment may wait for the end of the turn (``Sender.output``):
+        the delayed-ACK timer, due now, sends it."""
         sent = False
         if self.state in _OUTPUT_STATES:
-            sent = self.snd.output(now)
             snd = self.snd
+            sent = snd.output(now, cork)
+            if snd.corked:
+                snd.corked = False
+                self._corked = True
+                self._delack_timer.schedule_if_earlier(now)
             if (not snd.outstanding() and (snd.unsent() > 0)
                     and not self._rto_timer.armed):
                 self._rto_timer.schedule(now + self.rtt.timeout())

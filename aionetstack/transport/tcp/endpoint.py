@@ -141,6 +141,7 @@ class TcpEndpoint(SegmentInput):
         self.last_ack_sent = 0
         self._ack_bytes = 0
         self._ack_now = False
+        self._corked = False
         self._pending_fin = False
         self._syn_time = 0.0
         self._rto_since = 0.0
@@ -410,7 +411,7 @@ class TcpEndpoint(SegmentInput):
         n = self.snd.queue(data)
         if n == 0:
             raise WouldBlock()
-        self._output(self.stack.now())
+        self._output(self.stack.now(), cork=True)
         return n
 
     def read(self, n: int = -1) -> bytes:
@@ -542,7 +543,7 @@ class TcpEndpoint(SegmentInput):
             return r & mask
         if self.rcv.buffer or self.rcv.fin_received:
             r |= EVENT_IN
-        if st in CAN_SEND and self.snd.space() > 0 and not self.snd.fin_queued:
+        if st in CAN_SEND and self.snd.writable() and not self.snd.fin_queued:
             r |= EVENT_OUT
         if self.error is not None:
             r |= EVENT_ERR | EVENT_IN | EVENT_OUT

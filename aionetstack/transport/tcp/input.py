@@ -211,7 +211,7 @@ class SegmentInput(EndpointTimers):
                 self._rto_timer.schedule(now + self.rtt.timeout())
             else:
                 self._rto_timer.cancel()
-            if (st in CAN_SEND or snd.fin_queued) and snd.space() > 0:
+            if (snd.space() > 0 if snd.fin_queued else st in CAN_SEND and snd.writable()):
                 # after shutdown_write() too: a caller waiting for the send buffer to drain
                 # learns of each ACK (Linux keeps the socket writable after SEND_SHUTDOWN)
                 self.waiter.notify(EVENT_OUT)
@@ -238,7 +238,7 @@ class SegmentInput(EndpointTimers):
             return
         if self.state is S.CLOSED:
             return  # a waiter callback closed or aborted us while we were notifying
-        self._output(now)
+        self._output(now, cork=True)
         if self._ack_now:
             self._send_ack()
         elif self._ack_bytes and not self._delack_timer.armed:

@@ -45,7 +45,8 @@ Emit = Callable[[int, int, bytes | memoryview], None]  # (seq, flags, payload)
 
 class Sender:
     __slots__ = (
-        "account", "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "dupacks",
+        "account", "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "corked",
+        "dupacks",
         "emit", "fin_queued", "gso_limit", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss",
         "nodelay", "recover", "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "rxt_log",
         "sack_ok", "sb", "seg_max", "snd_max", "snd_nxt", "snd_sml", "snd_una", "snd_wl1",
@@ -72,6 +73,7 @@ class Sender:
         self.account: TcpMemory | None = None  # the stack's TCP memory (Limits)
         self.fin_queued = False
         self.nodelay = False
+        self.corked = False  # output() held back a short segment for the end of the turn
         self.dupacks = 0
         self.in_recovery = False
         self.recover = 0
@@ -117,6 +119,14 @@ class Sender:
     def space(self) -> int:
         return max(self.capacity - len(self.buffer), 0)
 
+    def writable(self) -> bool:
+        """Whether to report the endpoint writable: free space of at least half of what is
+        queued (Linux ``sk_stream_is_writeable``), so a writer refills the buffer in large
+        pieces rather than by the few bytes each ACK frees.  ``queue`` takes any free space."""
+        q = len(self.buffer)
+        free = self.capacity - q
+        return free > 0 and 2 * free >= q
+
     def unsent(self) -> int:
         return len(self.buffer) - seq_sub(self.snd_nxt, self.buf_seq)
 
@@ -139,8 +149,15 @@ class Sender:
             self.account = None
 
     # -- output ------------------------------------------------------------------------------------
-    def output(self, now: float) -> bool:
-        """Send what the windows, Nagle and SWS avoidance allow; True if anything was sent."""
+    def output(self, now: float, cork: bool = False) -> bool:
+        """Send what the windows, Nagle and SWS avoidance allow; True if anything was sent.
+
+        With ``cork``, the last of the queued data is held back (``corked`` says so) when it
+        would make a segment shorter than the largest while earlier ones are in flight: the
+        caller sends it at the end of the turn, together with whatever the application writes
+        meanwhile (Linux "autocorking").  Nothing waits longer than that, and nothing waits
+        with ``nodelay``: each write is a segment of its own then.
+        """
         sent = False
         buf = self.buffer
         while True:
@@ -157,6 +174,10 @@ class Sender:
             usable = min(self.snd_wnd, self.cc.cwnd) - flight
             n = min(unsent, room, max(usable, 0))
             fin = self.fin_queued and n == unsent
+            if (cork and n == unsent and n < self.seg_max and flight > 0 and not fin
+                    and not self.nodelay):
+                self.corked = True
+                break
             if n > self.mss and n % self.mss and (n < unsent or (
                     not fin and not self.nodelay and flight > 0
                     and seq_gt(self.snd_sml, self.snd_una))):

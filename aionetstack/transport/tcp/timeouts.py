@@ -78,8 +78,17 @@ class EndpointTimers(EndpointCore):
         self._rto_timer.schedule(now + self.rtt.timeout())
 
     def _on_delack(self, now: float) -> None:
-        if self.state in SYNCHRONIZED and self.state is not S.TIME_WAIT:
-            self._send_ack()
+        if self.state not in SYNCHRONIZED or self.state is S.TIME_WAIT:
+            return
+        if self._corked:  # the end of the turn: send what output() held back
+            self._corked = False
+            if self._output(now):
+                return  # the data carried the ACK
+            rcv = self.rcv
+            if not (self._ack_bytes or self.last_ack_sent != rcv.rcv_nxt or (
+                    rcv.rcv_wnd < rcv.max_window() // 2 and rcv.window_increase() > 0)):
+                return  # the timer was armed for the held data alone: no ACK is owed
+        self._send_ack()
 
     def _on_keepalive(self, now: float) -> None:
         if not self._keepalive or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
