@@ -39,10 +39,11 @@ recovery, until ``recover``); lost retransmissions are found by RACK there too. 
 retransmission is not needed: the probe covers the tail.
 
 Undo (RFC 2883 §4 D-SACK, RFC 3708 §3 "Using D-SACK to detect spurious retransmissions"): each
-recovery episode (fast or timeout) remembers the window before it and counts the bytes it
-retransmitted; D-SACKs for data above the episode's start subtract what the receiver got twice.
-When every retransmitted byte comes back D-SACKed, nothing was lost and the window is restored
-(as Linux ``tcp_try_undo_dsack``).
+recovery episode (fast or timeout) remembers the window before it and the ranges it retransmitted
+(up to ``UNDO_RANGES``); a D-SACK covering one of them says the receiver had it already.  When
+every retransmission of the episode comes back D-SACKed, nothing was lost and the window is
+restored (as Linux ``tcp_try_undo_dsack``; a D-SACK for data never resent, a duplicate made by
+the network, does not count).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from aionetstack.wire.seqnum import seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq
 DUP_THRESH: Final = 3
 WC_DEL_ACK: Final = 0.2  # RFC 8985 §7.2 WCDelAckT: the worst-case delayed-ACK time
 REO_PERSIST: Final = 16
+UNDO_RANGES: Final = 256  # retransmissions tracked per recovery episode for undo
 
 
 def dsack_block(blocks: tuple[tuple[int, int], ...], ack: int) -> tuple[int, int] | None:
@@ -84,7 +86,7 @@ class LossRecovery:
         "prior_ssthresh", "prr_delivered", "prr_out", "pto_at", "rack_end", "rack_fack",
         "rack_order", "rack_rtt", "rack_xmit", "recover", "recover_fs", "reo_at", "reo_mult",
         "reo_persist", "reord", "rq", "rto_recovery", "tlp_end", "tlp_retrans", "undo_marker",
-        "undo_retrans",
+        "undo_ranges",
     )
 
     # the sender's state (``Sender`` slots)
@@ -119,7 +121,7 @@ class LossRecovery:
         self.prr_delivered = self.prr_out = self.recover_fs = 0
         self.rto_recovery = False
         self.undo_marker: int | None = None
-        self.undo_retrans = 0
+        self.undo_ranges: list[tuple[int, int]] = []
         self.prior_cwnd = self.prior_ssthresh = 0
         self.loss_timer: Timer | None = None  # RACK reordering timer / probe timer (endpoint's)
 
@@ -144,7 +146,10 @@ class LossRecovery:
             top = seq_min(end, snd_max)
             self.rq.resent(seq, top, now)
             if self.undo_marker is not None:
-                self.undo_retrans += seq_sub(top, seq)
+                if len(self.undo_ranges) < UNDO_RANGES:
+                    self.undo_ranges.append((seq, top))
+                else:
+                    self.undo_marker = None  # too many to account for: no undo this time
         if seq_gt(end, snd_max):
             self.rq.sent(seq_max(seq, snd_max), end, now)
         if self.in_recovery:
@@ -419,16 +424,24 @@ class LossRecovery:
     # -- undo (RFC 3708 §3 with D-SACK, RFC 2883) ------------------------------------------------
     def _undo_arm(self) -> None:
         self.undo_marker = self.snd_una
-        self.undo_retrans = 0
+        self.undo_ranges = []
         self.prior_cwnd = self.cc.cwnd
         self.prior_ssthresh = self.cc.ssthresh
 
     def _undo_dsack(self, dsack: tuple[int, int]) -> None:
-        marker = self.undo_marker
-        if marker is None or not seq_ge(dsack[0], marker) or not self.undo_retrans:
+        """A D-SACK: the retransmissions it covers were not needed; once none is left, undo."""
+        if self.undo_marker is None or not self.undo_ranges:
             return
-        self.undo_retrans -= seq_sub(dsack[1], dsack[0])
-        if self.undo_retrans > 0:
+        left, right = dsack
+        keep = []
+        for start, end in self.undo_ranges:
+            if seq_le(left, start) and seq_le(end, right):
+                continue  # this retransmission arrived as a duplicate
+            keep.append((start, end))
+        if len(keep) == len(self.undo_ranges):
+            return  # a duplicate of something not resent (the network duplicated it)
+        self.undo_ranges = keep
+        if keep:
             return
         # every retransmission of the episode reached a receiver that already had the data
         cc = self.cc
