@@ -50,6 +50,14 @@ class EndpointTimers(EndpointCore):
         zero = snd.snd_wnd == 0
         if not snd.outstanding() and snd.unsent() <= 0:
             return
+        if (not zero and snd.pto_at is not None and snd.pto_at <= now + 1e-9
+                and snd.send_probe(now)):
+            # the probe was due with the timeout (the PTO never goes past the RTO, RFC 8985
+            # §7.2): it takes the timeout's place, as Linux's one timer does, and re-arms it
+            self.proto.stats["loss-probes"] += 1
+            self._rto_timer.schedule(now + self.rtt.timeout())
+            self._arm_loss_timer(now, False)
+            return
         if snd.retries == 0:
             self._rto_since = now
         if zero and self._zwp_since is None:
