@@ -7,10 +7,13 @@ The contract is CPython's ``_SelectorSocketTransport`` (asyncio/selector_events.
   completed connect, an accept); ``connection_lost`` exactly once, through ``call_soon``,
   with ``None`` for a clean close and the endpoint's error otherwise (``ConnectionResetError``,
   ``TimeoutError`` ...).
-* ``write`` hands bytes to the endpoint's send buffer; what does not fit waits in the
-  transport's own buffer.  ``get_write_buffer_size()`` is that buffer *plus* the endpoint's
-  unsent and unacknowledged bytes, and crossing the high/low water marks calls
-  ``pause_writing``/``resume_writing``.
+* ``write`` hands bytes to the endpoint's send buffer (the counterpart of the kernel's socket
+  buffer, ``sndbuf``); what does not fit waits in the transport's own buffer.
+  ``get_write_buffer_size()`` is that buffer alone, as CPython's is its own buffer and not the
+  kernel's, and crossing the high/low water marks calls ``pause_writing``/``resume_writing``:
+  ``drain()`` waits while the endpoint is full, so a writer keeps the whole send buffer (and
+  so the congestion window) busy.  ``send_buffered()`` on the endpoint tells what is still
+  unsent or unacknowledged.
 * ``write_eof`` sends FIN once the buffer drains; ``write`` after it raises.  ``eof_received``
   returning true keeps the half-closed connection open, otherwise the transport closes.
 * ``close`` flushes then closes gracefully (idempotent); ``abort`` sends RST and drops buffers.
@@ -178,13 +181,11 @@ class TcpTransport(asyncio.Transport):
                         mv = memoryview(buf)
                         if not len(mv):
                             raise RuntimeError("get_buffer() returned an empty buffer")
-                        data = ep.read(len(mv))
-                        if data:
-                            mv[:len(data)] = data
-                            proto.buffer_updated(len(data))
-                            continue
+                        n = ep.read_into(mv)  # > 0: there is unread data
+                        proto.buffer_updated(n)
+                        continue
                 else:
-                    data = ep.read(_READ_CHUNK)
+                    data = ep.read_chunk(_READ_CHUNK)
             except WouldBlock:
                 return
             except OSError as exc:
@@ -309,9 +310,7 @@ class TcpTransport(asyncio.Transport):
             self._flush()
 
     def get_write_buffer_size(self) -> int:
-        if self._conn_lost:  # closed or aborted: nothing of ours is buffered any more
-            return self._buffer_size
-        return self._buffer_size + self._ep.send_buffered()
+        return self._buffer_size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return (self._low, self._high)

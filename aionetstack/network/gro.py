@@ -245,15 +245,15 @@ class Gro:
         st["gro_packets"] += len(frames)
         hlen = c.hlen
         l3 = c.l3
-        buf = bytearray(frames[0][:hlen])
-        buf += b"".join([f[hlen:] for f in frames])
+        buf = bytearray(frames[0][:hlen])  # the first segment's headers, patched
+        size = hlen + c.total
         if c.v6:
-            n = len(buf) - l3 - 40
+            n = size - l3 - 40
             buf[l3 + 4] = n >> 8
             buf[l3 + 5] = n & 0xFF
             t = l3 + 40
         else:
-            n = len(buf) - l3
+            n = size - l3
             buf[l3 + 2] = n >> 8
             buf[l3 + 3] = n & 0xFF
             buf[l3 + 10:l3 + 12] = b"\x00\x00"
@@ -261,4 +261,6 @@ class Gro:
             t = l3 + 20
         if c.psh:
             buf[t + 13] |= _PSH
-        nic.link_deliver(memoryview(buf), True)
+        # one copy, into an immutable packet: TCP can keep the payload by reference
+        packet = b"".join([buf, *[f[hlen:] for f in frames]])
+        nic.link_deliver(memoryview(packet), True)

@@ -325,16 +325,25 @@ async def test_eof_received_false_closes_the_transport() -> None:
         await shutdown(net, server)
 
 
-async def test_write_buffer_size_counts_unsent_and_unacknowledged() -> None:
+async def test_write_buffer_size_counts_what_the_endpoint_did_not_take() -> None:
+    """Like CPython's, whose size is its own buffer and not the kernel's socket buffer: the
+    endpoint's send buffer (sndbuf) takes what fits, the transport counts only the rest."""
     async with tcp_pair(delay=0.01) as net:
         tr, _proto, sproto, server = await connect(net)
+        ep = tr.get_extra_info("endpoint")
         assert tr.get_write_buffer_size() == 0
-        data = payload(100_000)
+        tr.write(payload(100_000, seed=1))
+        # all of it fits in the endpoint's send buffer: none left to the transport
+        assert tr.get_write_buffer_size() == 0 and ep.send_buffered() == 100_000
+        data = payload(1_000_000, seed=2)
         tr.write(data)
-        # sent or not, nothing is acknowledged yet (one-way delay 10 ms)
-        assert tr.get_write_buffer_size() == len(data)
-        assert sha(await sproto.wait_bytes(len(data))) == sha(data)
-        await wait_until(lambda: tr.get_write_buffer_size() == 0, what="all acknowledged")
+        # nothing is acknowledged yet (one-way delay 10 ms): the endpoint is full
+        assert ep.send_buffered() == ep.snd.capacity
+        assert tr.get_write_buffer_size() == 100_000 + len(data) - ep.snd.capacity
+        got = await sproto.wait_bytes(100_000 + len(data))
+        assert sha(got) == sha(payload(100_000, seed=1) + data)
+        assert tr.get_write_buffer_size() == 0
+        await wait_until(lambda: ep.send_buffered() == 0, what="all acknowledged")
         tr.close()
         await sproto.lost
         await shutdown(net, server)
@@ -351,9 +360,11 @@ async def test_set_write_buffer_limits_pause_and_resume_writing() -> None:
         with pytest.raises(ValueError):
             tr.set_write_buffer_limits(high=10, low=20)
         tr.set_write_buffer_limits(high=4000, low=1000)
+        # a small send buffer, so that the transport's own buffer fills
+        tr.get_extra_info("endpoint").set_buffer_sizes(sndbuf=500)
         tr.write(b"x" * 3000)
-        assert proto.pauses == 0
-        tr.write(b"y" * 2000)  # 5000 > high: paused at once
+        assert proto.pauses == 0 and tr.get_write_buffer_size() == 2500
+        tr.write(b"y" * 2000)  # 4500 > high: paused at once
         assert proto.pauses == 1
         tr.write(b"z" * 1000)
         assert proto.pauses == 1  # not again while paused
@@ -362,7 +373,8 @@ async def test_set_write_buffer_limits_pause_and_resume_writing() -> None:
         assert proto.events[1:] == ["pause", "resume"]
         await sproto.wait_bytes(6000)
         # lowering the limits below the current size pauses at once
-        tr.write(b"w" * 100)
+        tr.write(b"w" * 1000)
+        assert tr.get_write_buffer_size() >= 500
         tr.set_write_buffer_limits(high=50, low=0)
         assert proto.pauses == 2
         await wait_until(lambda: proto.resumes == 2, what="second resume_writing")
@@ -492,7 +504,8 @@ async def test_close_flushes_pending_data_and_is_idempotent() -> None:
         tr, proto, sproto, server = await connect(net)
         data = payload(1_500_000, seed=5)  # far more than the endpoint's send buffer
         tr.write(data)
-        assert tr.get_write_buffer_size() == len(data)
+        ep = tr.get_extra_info("endpoint")
+        assert tr.get_write_buffer_size() == len(data) - ep.send_buffered() > 0
         tr.close()
         assert tr.is_closing() and not tr.is_reading()
         tr.close()

@@ -90,14 +90,17 @@ class Wire:
 
     def send(self, *, sport: int = 4000, dport: int = 80, seq: int = 0, ack: int = 0,
              flags: int = 0, window: int = 65535, options: TcpOptions | None = None,
-             payload: bytes = b"") -> None:
+             payload: bytes = b"", settle: bool = True) -> None:
+        """Send one segment to the stack; with ``settle=False`` it waits in the pipe, to arrive
+        in one batch with the next ones (as from one read of a link)."""
         l4 = 20 + (options.packed_len() if options else 0) + len(payload)
         buf = bytearray(20 + l4)
         pack_ipv4(buf, 0, src=self.peer, dst=self.local, protocol=6, payload_len=l4)
         pack_tcp(buf, 20, src=self.peer, dst=self.local, sport=sport, dport=dport, seq=seq,
                  ack=ack, flags=flags, window=window, options=options, payload=payload)
         self.end.send(buf)
-        self.net.settle()
+        if settle:
+            self.net.settle()
 
     def recv(self) -> list[TcpHeader]:
         """Every TCP segment the stack emitted since the last call."""

@@ -185,6 +185,21 @@ def test_ack_every_second_full_segment(wire: Wire) -> None:
     assert acks == [PEER_ISS + 1 + 2 * MSS, PEER_ISS + 1 + 4 * MSS, PEER_ISS + 1 + 6 * MSS]
 
 
+def test_one_ack_for_a_batch_of_segments(wire: Wire) -> None:
+    """Segments read from the link in one batch share one ACK, sent at the end of the batch
+    (as Linux sends one for a GRO super-segment); PSH keeps GRO from merging them, so the
+    stack processes four segments and would otherwise ACK after the second and the fourth."""
+    establish(wire)
+    seq = PEER_ISS + 1
+    for _ in range(4):
+        wire.send(seq=seq, ack=ISS + 1, flags=ACK | PSH, payload=b"f" * MSS, settle=False)
+        seq += MSS
+    acks = wire.recv()
+    assert [a.ack for a in acks] == [PEER_ISS + 1 + 4 * MSS]
+    gro = [n.gro.stats for n in wire.s.nics.values() if not n.loopback]
+    assert gro[0]["gro_merged"] == 0  # four segments, not one merged
+
+
 def test_quick_ack_for_hole_and_for_duplicate_data(wire: Wire) -> None:
     _, ep = establish(wire)
     base = PEER_ISS + 1

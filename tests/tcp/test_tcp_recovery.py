@@ -237,5 +237,5 @@ def test_lossy_transfer_avoids_timeouts() -> None:
     assert bytes(got) == data
     st = pair.a.stats()["tcp"]
     assert st["loss-probes"] > 0
-    assert st["timeouts"] <= 4, st
+    assert st.get("timeouts", 0) <= 4, st
     assert pair.net.now - start < 5.0

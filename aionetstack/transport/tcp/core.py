@@ -190,7 +190,7 @@ class EndpointCore:
     def _send_syn(self, ack: bool) -> None:
         self._emit(self.snd.iss, SYN | (ACK if ack else 0), b"", self._syn_options(ack))
 
-    def _emit_data(self, seq: int, flags: int, payload: memoryview) -> None:
+    def _emit_data(self, seq: int, flags: int, payload: bytes | memoryview) -> None:
         self._emit(seq, flags, payload)
 
     def _emit(self, seq: int, flags: int, payload: bytes | memoryview = b"",

@@ -424,11 +424,24 @@ class TcpEndpoint(SegmentInput):
             return data
         return self._read_empty()
 
+    def read_chunk(self, n: int = -1) -> bytes:
+        """Like ``read`` but a large segment at the front of the receive buffer comes out on its
+        own, without a copy, even when more is buffered behind it (a transport calls this in a
+        loop and hands each piece on)."""
+        rcv = self.rcv
+        if n == 0:
+            return b""
+        if rcv.buffer:
+            data = rcv.read(n, whole=False)
+            self._maybe_window_update()
+            return data
+        return self._read_empty()
+
     def peek(self, n: int = -1) -> bytes:
         """Like ``read`` but leaves the bytes in the receive buffer (MSG_PEEK)."""
         rcv = self.rcv
         if rcv.buffer and n != 0:
-            return bytes(rcv.buffer[:n] if n >= 0 else rcv.buffer)
+            return rcv.buffer.peek(n)
         if n == 0:
             return b""
         return self._read_empty()

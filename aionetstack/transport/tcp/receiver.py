@@ -35,6 +35,7 @@ from typing import Final
 
 from aionetstack.stack.limits import TcpMemory
 from aionetstack.stack.stats import Counters
+from aionetstack.transport.tcp.bytequeue import ByteQueue
 from aionetstack.wire.seqnum import seq_add, seq_le, seq_lt, seq_sub
 
 #: Out-of-order blocks kept per connection: ``max(MIN_OOO_BLOCKS, capacity // 1024)`` (256 for
@@ -66,7 +67,7 @@ class Receiver:
         self.rcv_nxt = 0
         self.rcv_adv = 0
         self.mss = 536
-        self.buffer = bytearray()
+        self.buffer = ByteQueue()
         self.ooo: list[_Block] = []  # disjoint, not adjacent, sorted by sequence number
         self.ooo_bytes = 0
         self.ooo_dropped = 0  # segments refused by the out-of-order block limit or budget
@@ -158,7 +159,7 @@ class Receiver:
                 self.fin_seq = seq_add(seq, len(data))
             return 0, bool(data) or fin
         delivered = len(data)
-        self.buffer += data
+        self.buffer.append(data)
         self.rcv_nxt = nxt = seq_add(nxt, delivered)
         if fin:
             self.fin_seq = nxt
@@ -169,7 +170,7 @@ class Receiver:
             moved += len(blk.data)
             skip = seq_sub(nxt, blk.seq)
             if skip < len(blk.data):
-                self.buffer += memoryview(blk.data)[skip:]
+                self.buffer.append(memoryview(blk.data)[skip:])
                 delivered += len(blk.data) - skip
                 nxt = seq_add(nxt, len(blk.data) - skip)
             filled = True
@@ -306,24 +307,17 @@ class Receiver:
             self.dsack = None
         return tuple(out[:limit])
 
-    def read(self, n: int) -> bytes:
-        buf = self.buffer
-        if n < 0 or n >= len(buf):
-            out = bytes(buf)
-            buf.clear()
-        else:
-            out = bytes(buf[:n])
-            del buf[:n]
+    def read(self, n: int, whole: bool = True) -> bytes:
+        """Take up to ``n`` unread bytes (all with ``n < 0``).  With ``whole=False`` a large
+        received segment at the front comes out on its own, uncopied, even if more follows."""
+        out = self.buffer.pop(n) if whole else self.buffer.pop_chunk(n)
         if self.account is not None:
             self.account.add(-len(out))
         return out
 
     def read_into(self, out: bytearray | memoryview) -> int:
         """Move up to ``len(out)`` unread bytes into ``out``; returns how many."""
-        buf = self.buffer
-        n = min(len(out), len(buf))
-        out[:n] = buf[:n]
-        del buf[:n]
+        n = self.buffer.pop_into(out)
         if self.account is not None:
             self.account.add(-n)
         return n

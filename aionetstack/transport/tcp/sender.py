@@ -31,13 +31,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aionetstack.stack.limits import TcpMemory
+from aionetstack.transport.tcp.bytequeue import ByteQueue
 from aionetstack.transport.tcp.congestion import CongestionControl, Reno
 from aionetstack.transport.tcp.recovery import LossRecovery
 from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq_sub
 from aionetstack.wire.tcp import ACK, FIN, PSH
 
-Emit = Callable[[int, int, memoryview], None]  # (seq, flags, payload)
+Emit = Callable[[int, int, bytes | memoryview], None]  # (seq, flags, payload)
 
 
 class Sender(LossRecovery):
@@ -65,7 +66,7 @@ class Sender(LossRecovery):
         self.gso_limit = 0
         self.seg_max = 536
         self.cc: CongestionControl = Reno(self.mss)
-        self.buffer = bytearray()
+        self.buffer = ByteQueue()
         self.account: TcpMemory | None = None  # the stack's TCP memory (Limits)
         self.fin_queued = False
         self.nodelay = False
@@ -122,7 +123,7 @@ class Sender(LossRecovery):
     def queue(self, data: bytes | bytearray | memoryview) -> int:
         n = min(len(data), self.space())
         if n:
-            self.buffer += memoryview(data)[:n]
+            self.buffer.append(data if n == len(data) else memoryview(data)[:n])
             if self.account is not None:
                 self.account.add(n)
         return n
@@ -185,7 +186,7 @@ class Sender(LossRecovery):
         if fin:
             flags |= FIN
         retrans = seq_lt(seq, self.snd_max)
-        self.emit(seq, flags, memoryview(self.buffer)[off:off + n])
+        self.emit(seq, flags, self.buffer.view(off, n))
         end = seq_add(seq, n + (1 if fin else 0))
         if self.sack_ok:
             self._note_sent(seq, end, now)
@@ -224,7 +225,7 @@ class Sender(LossRecovery):
         if n <= 0 and not fin:
             return
         flags = ACK | (FIN if fin else 0)
-        self.emit(self.snd_una, flags, memoryview(self.buffer)[off:off + max(n, 0)])
+        self.emit(self.snd_una, flags, self.buffer.view(off, n))
         self.retransmits += 1
         self.rtt_seq = None  # Karn
 
@@ -239,7 +240,7 @@ class Sender(LossRecovery):
             self.snd_max, seq_add(self.buf_seq, len(self.buffer)))
         if data <= 0 and not fin:
             return 0
-        self.emit(seq, ACK | (FIN if fin else 0), memoryview(self.buffer)[off:off + data])
+        self.emit(seq, ACK | (FIN if fin else 0), self.buffer.view(off, data))
         self.retransmits += 1
         self.rtt_seq = None  # Karn
         end = seq_add(seq, data + (1 if fin else 0))
@@ -307,7 +308,7 @@ class Sender(LossRecovery):
             self.snd_una = ack
             drop = min(max(seq_sub(ack, self.buf_seq), 0), len(self.buffer))
             if drop:
-                del self.buffer[:drop]
+                self.buffer.drop(drop)
                 if self.account is not None:
                     self.account.add(-drop)
                 self.buf_seq = seq_add(self.buf_seq, drop)
