@@ -292,9 +292,14 @@ def test_fin_retransmission_backs_off_and_times_out(wire: Wire) -> None:
         for s in wire.recv():
             assert s.flags == ACK | FIN and s.seq == ISS + 1
             gaps.append(wire.net.now - t0)
-    assert len(gaps) == 3
-    assert gaps[1] - gaps[0] == pytest.approx(2 * gaps[0], rel=0.01)
-    assert gaps[2] - gaps[1] == pytest.approx(4 * gaps[0], rel=0.01)
+    # a tail loss probe takes the first timeout's place (RFC 8985 §7.2-7.3: the PTO is capped at
+    # the RTO and re-arms it), then the timeouts back off, doubling each time
+    assert len(gaps) == 4
+    rto = gaps[0]
+    assert gaps[1] - gaps[0] == pytest.approx(rto, rel=0.01)
+    assert gaps[2] - gaps[1] == pytest.approx(2 * rto, rel=0.01)
+    assert gaps[3] - gaps[2] == pytest.approx(4 * rto, rel=0.01)
+    assert wire.s.stats()["tcp"]["loss-probes"] == 1
     assert isinstance(at.ep.error, TimedOut)
 
 

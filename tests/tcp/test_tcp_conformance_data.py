@@ -458,8 +458,9 @@ def test_info_reports_sack_holes_and_recovery(wire: Wire) -> None:
 
 # -- loss recovery details ---------------------------------------------------------------------
 def test_timeout_resend_skips_sacked_data(wire: Wire) -> None:
-    """After a retransmission timeout the go-back-N resend skips what the receiver SACKed (the
-    scoreboard survives a first timeout, RFC 6675 §5.1): holes 1, 2 and 4 are resent, 3 is not."""
+    """After a retransmission timeout the resend skips what the receiver SACKed (the scoreboard
+    survives a first timeout, RFC 6675 §5.1, RFC 8985 §6.3): holes 1, 2 and 4 are resent, 3 is
+    not."""
     _, ep = establish(wire)
     ep.nodelay = True
     ep.write(b"s" * (4 * MSS))
@@ -467,8 +468,10 @@ def test_timeout_resend_skips_sacked_data(wire: Wire) -> None:
     seg = [(ISS + 1 + k * MSS) & 0xFFFFFFFF for k in range(5)]
     wire.send(seq=PEER_ISS + 1, ack=seg[0], flags=ACK,
               options=TcpOptions(sack_blocks=((seg[2], seg[3]),)))  # holds segment 3 only
-    assert wire.recv() == []
-    wire.advance(ep.info()["rto"] + 0.01)
+    assert wire.recv() == []  # RACK waits a reordering window (RFC 8985 §6.2)
+    wire.advance(0.01)
+    assert [s.seq for s in wire.recv()] == [seg[0]]  # then the fast retransmission
+    wire.advance(ep.info()["rto"])
     assert [s.seq for s in wire.recv()] == [seg[0]]  # cwnd is one segment after the timeout
     # (this ACK repeats no SACK block: what the sender skips comes from the kept scoreboard)
     wire.send(seq=PEER_ISS + 1, ack=seg[1], flags=ACK)
@@ -488,7 +491,9 @@ def test_second_timeout_forgets_the_scoreboard(wire: Wire) -> None:
     seg = [(ISS + 1 + k * MSS) & 0xFFFFFFFF for k in range(4)]
     wire.send(seq=PEER_ISS + 1, ack=seg[0], flags=ACK,
               options=TcpOptions(sack_blocks=((seg[1], seg[2]),)))
-    wire.advance(ep.info()["rto"] + 0.01)
+    wire.advance(0.01)
+    assert [s.seq for s in wire.recv()] == [seg[0]]  # RACK's fast retransmission
+    wire.advance(ep.info()["rto"])
     assert [s.seq for s in wire.recv()] == [seg[0]]
     wire.advance(ep.info()["rto"] + 0.01)  # lost again: the scoreboard goes
     assert [s.seq for s in wire.recv()] == [seg[0]]

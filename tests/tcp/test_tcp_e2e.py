@@ -131,7 +131,8 @@ def test_data_retransmission_limit_times_out() -> None:
     cli.write(b"lost")
     assert p.run(lambda: cli.state is TcpState.CLOSED, 3000)
     assert isinstance(cli.error, TimedOut)
-    assert cli.info()["retransmits"] == 15
+    assert cli.info()["retransmits"] == 16  # a tail loss probe, then 15 timeouts
+    assert p.a.stats()["tcp"]["loss-probes"] == 1
 
 
 def test_simultaneous_open() -> None:

@@ -380,7 +380,7 @@ def test_segmentation_to_peer_mss_and_window(wire: Wire) -> None:
 
 
 def test_retransmission_timeout_and_backoff(wire: Wire) -> None:
-    _, ep = passive(wire)
+    _, ep = passive(wire, sack=False)  # (no tail loss probe without SACK, RFC 8985 §7)
     t0 = wire.net.now
     ep.write(b"r" * 100)
     first = only(wire.recv())
@@ -1060,8 +1060,9 @@ def test_full_segments_never_exceed_the_mtu_with_sack_blocks(wire: Wire) -> None
 
 def test_pure_ack_after_timeout_uses_the_highest_sequence_sent(wire: Wire) -> None:
     """Regression: after go-back-N, an ACK with SEQ=SND.NXT could sit behind the peer's
-    RCV.NXT and be rejected, deadlocking two senders that both timed out."""
-    _, ep = passive(wire, wscale=None)
+    RCV.NXT and be rejected, deadlocking two senders that both timed out.  (Without SACK: a
+    SACK connection sends a tail loss probe first and does not pull SND.NXT back.)"""
+    _, ep = passive(wire, wscale=None, sack=False)
     ep.write(b"g" * (3 * MSS))
     assert len(wire.recv()) == 3
     wire.net.run(until=lambda: bool(wire.end.pending), timeout=5)  # RTO: resend the first

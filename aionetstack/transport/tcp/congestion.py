@@ -10,11 +10,12 @@ controller only decides ``cwnd`` and ``ssthresh`` (both in bytes; ``mss`` is the
   cwnd-limited; ``acked`` bytes, ``rtt`` the RTT sample this ACK gave (seconds) or ``None``,
   ``now`` the stack clock (seconds).  **Must be implemented.**
 * ``on_loss(flight)`` -- loss detected by duplicate ACKs or SACK (entering fast recovery);
-  ``flight`` bytes outstanding.  **Must be implemented.**  (With SACK the sender then sets
-  ``cwnd = ssthresh`` itself, RFC 6675 §5; without it the value set here is used as is.)
+  ``flight`` bytes outstanding.  **Must be implemented.**  (With SACK, PRR (RFC 6937)
+  then brings ``cwnd`` down to ``ssthresh``; without it the value set here is used as is.)
 * ``on_rto(flight)`` -- the retransmission timer expired.  **Must be implemented.**
 * ``on_dupack()`` -- a further duplicate ACK in non-SACK fast recovery; default: inflate by
-  SMSS (RFC 5681 §3.2 step 4).
+  SMSS (RFC 5681 §3.2 step 4).  (With SACK, PRR sets ``cwnd`` during recovery instead, RFC 6937;
+  ``on_dupack`` and ``on_partial_ack`` are not called.)
 * ``on_partial_ack(acked)`` -- RFC 6582 §3.2 step 5 (default: deflate by ``acked``, add SMSS).
 * ``on_recovery_exit(flight)`` -- the full ACK ending recovery; default
   ``cwnd = min(ssthresh, max(flight, SMSS) + SMSS)`` (RFC 6582 §3.2 step 6).

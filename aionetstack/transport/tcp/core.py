@@ -143,6 +143,9 @@ class EndpointCore:
     def shutdown_write(self) -> None:
         raise NotImplementedError
 
+    def _arm_loss_timer(self, now: float, restart_pto: bool) -> None:
+        raise NotImplementedError  # ``timeouts``
+
     # -- segment output ---------------------------------------------------------------------------
     def _local_mss(self) -> int:
         assert self.route is not None
@@ -213,7 +216,7 @@ class EndpointCore:
                     tsval = (int(now * 1000) + self.ts_offset) & MASK  # _tsval(now)
                     if rexmit:
                         self._rexmit_ts = tsval
-                if self.sack_ok and rcv.ooo and flags & ACK:
+                if self.sack_ok and (rcv.ooo or rcv.dsack) and flags & ACK:
                     # SACK blocks only as far as they fit beside the payload within the MTU
                     fit = (route.max_payload - 20 - (12 if ts_enabled else 0) - len(payload)
                            - 4) // 8
@@ -292,6 +295,8 @@ class EndpointCore:
                 snd.corked = False
                 self._corked = True
                 self._delack_timer.schedule_if_earlier(now)
+            if sent and snd.sack_ok:
+                self._arm_loss_timer(now, True)  # RFC 8985 §7.2: after new data
             if (not snd.outstanding() and (snd.unsent() > 0)
                     and not self._rto_timer.armed):
                 self._rto_timer.schedule(now + self.rtt.timeout())
@@ -358,6 +363,8 @@ class EndpointCore:
         self._delack_timer.cancel()
         self._linger_timer.cancel()
         self._ka_timer.cancel()
+        if self.snd.loss_timer is not None:
+            self.snd.loss_timer.cancel()
         self.rcv.release()
         self.snd.release()
         proto = self.proto

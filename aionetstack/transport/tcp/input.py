@@ -145,6 +145,8 @@ class SegmentInput(EndpointTimers):
             return
         # 1. sequence number check
         if not rcv.acceptable(seq, seg_len):
+            if payload:
+                rcv.duplicate(seq, len(payload))  # reported in a D-SACK block (RFC 2883)
             if not flags & RST:
                 if st is S.TIME_WAIT and flags & FIN:
                     self._linger_timer.schedule(now + 2 * self.proto.msl)
@@ -211,6 +213,8 @@ class SegmentInput(EndpointTimers):
                 self._rto_timer.schedule(now + self.rtt.timeout())
             else:
                 self._rto_timer.cancel()
+        self._arm_loss_timer(now, acked > 0)
+        if acked:
             if (snd.space() > 0 if snd.fin_queued else st in CAN_SEND and snd.writable()):
                 # after shutdown_write() too: a caller waiting for the send buffer to drain
                 # learns of each ACK (Linux keeps the socket writable after SEND_SHUTDOWN)

@@ -55,7 +55,8 @@ class _Block:
 
 
 class Receiver:
-    __slots__ = ("account", "buffer", "bytes_received", "capacity", "fin_received", "fin_seq",
+    __slots__ = ("account", "buffer", "bytes_received", "capacity", "dsack", "fin_received",
+                 "fin_seq",
                  "irs", "last_sack", "mss", "ooo", "ooo_bytes", "ooo_dropped", "rcv_adv",
                  "rcv_nxt", "rcv_wscale", "stats")
 
@@ -76,6 +77,7 @@ class Receiver:
         self.fin_received = False
         self.bytes_received = 0
         self.last_sack = 0  # counts out-of-order segments: the stamp of the latest block
+        self.dsack: tuple[int, int] | None = None  # a duplicate to report once (RFC 2883)
 
     def start(self, irs: int) -> None:
         self.irs = irs
@@ -139,6 +141,7 @@ class Receiver:
         nxt = self.rcv_nxt
         off = seq_sub(nxt, seq)
         if off > 0:
+            self.duplicate(seq, min(off, len(data)))
             if off >= len(data) + (1 if fin else 0):
                 return 0, False  # a pure duplicate
             data = data[off:]
@@ -286,12 +289,23 @@ class Receiver:
             return True
         return k < len(blocks) and seq_sub(blocks[k].seq, nxt) <= e
 
+    def duplicate(self, seq: int, n: int) -> None:
+        """``n`` bytes from ``seq`` arrived again: below RCV.NXT they go in a D-SACK block, the
+        first of the next ACK (RFC 2883 §4)."""
+        end = seq_add(seq, n)
+        if n > 0 and seq_lt(seq, self.rcv_nxt):
+            self.dsack = (seq, end if seq_le(end, self.rcv_nxt) else self.rcv_nxt)
+
     def sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
-        """SACK blocks for an ACK (RFC 2018 §4): the block holding the latest segment first,
-        then the others from the most recently changed (so the sender sees each block repeated
-        in several ACKs)."""
-        recent = sorted(self.ooo, key=lambda b: -b.stamp)[:limit]
-        return tuple((b.seq, seq_add(b.seq, len(b.data))) for b in recent)
+        """SACK blocks for an ACK (RFC 2018 §4): a pending D-SACK block first (RFC 2883 §4,
+        reported once), then the block holding the latest segment, then the others from the
+        most recently changed (so the sender sees each block repeated in several ACKs)."""
+        recent = sorted(self.ooo, key=lambda b: -b.stamp)
+        out = [(b.seq, seq_add(b.seq, len(b.data))) for b in recent]
+        if self.dsack is not None:
+            out.insert(0, self.dsack)
+            self.dsack = None
+        return tuple(out[:limit])
 
     def read(self, n: int, whole: bool = True) -> bytes:
         """Take up to ``n`` unread bytes (all with ``n < 0``).  With ``whole=False`` a large

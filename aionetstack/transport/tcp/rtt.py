@@ -2,8 +2,11 @@
 
 * First sample R: ``SRTT = R``, ``RTTVAR = R/2``.  Later samples: ``RTTVAR = 3/4 RTTVAR +
   1/4 |SRTT - R|``, ``SRTT = 7/8 SRTT + 1/8 R`` (§2.2-2.3).
-* ``RTO = SRTT + max(G, 4 RTTVAR)``, clamped to ``[min_rto, max_rto]``.  RFC 6298 §2.4 asks for a
-  1 s floor; like Linux we default to 200 ms (configurable).  Before any sample RTO is 1 s (§2.1).
+* ``RTO = SRTT + max(G, 4 RTTVAR, min_rto)``, at most ``max_rto``.  RFC 6298 §2.4 asks for a 1 s
+  floor on the whole RTO (a SHOULD); like Linux (``tcp_rto_min`` bounds the variance term) the
+  floor here is 200 ms (configurable) *above SRTT*, so a path with a long RTT and little jitter
+  is not timed out before its ACKs can arrive (a 200 ms floor on the whole RTO would fire at
+  under 2 SRTT on a 110 ms path).  Before any sample RTO is 1 s (§2.1).
 * Each expiry doubles the timeout (§5.5, "back off the timer"); a new sample ends the backoff.
 * Karn's rule (§3) is the caller's job: never sample a retransmitted segment unless timestamps
   (RFC 7323 §4) disambiguate it.
@@ -34,8 +37,8 @@ class RttEstimator:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
             self.srtt = 0.875 * self.srtt + 0.125 * r
-        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
-        self.rto = min(max(rto, self.min_rto), self.max_rto)
+        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar, self.min_rto)
+        self.rto = min(rto, self.max_rto)
         self.backoff = 0
 
     def timeout(self) -> float:

@@ -19,14 +19,11 @@ timestamp or, without timestamps, from one timed segment (Karn's rule); duplicat
 and NewReno fast retransmit / fast recovery (RFC 5681 §3.2, RFC 6582 §3.2), with limited
 transmit (RFC 3042) on the first two duplicate ACKs.
 
-With SACK (RFC 2018) the ``Scoreboard`` keeps the SACKed ranges above ``snd_una`` and recovery
-follows RFC 6675 in simplified form: recovery starts on the third duplicate ACK or once more than
-two segments' worth of data is SACKed above ``snd_una`` (IsLost); ``cwnd`` drops to ``ssthresh``
-without inflation; on every ACK, while the estimated ``pipe`` (data in flight, not SACKed, not
-presumed lost unless retransmitted) is below ``cwnd``, the next hole below the highest SACKed
-byte is retransmitted (``high_rxt`` tracks progress), then new data that SWS avoidance and
-Nagle allow.  A first timeout keeps the scoreboard, so the go-back-N resend skips SACKed data;
-a second consecutive one clears it (the receiver may renege, RFC 2018 §8).
+With SACK (RFC 2018) loss detection and recovery are RACK-TLP (RFC 8985), RFC 6675 with PRR
+(RFC 6937) and D-SACK undo: see ``recovery``; the ``Scoreboard`` keeps the SACKed ranges above
+``snd_una`` (the resend after a zero-window probe or a path MTU drop skips them).  Sending for a
+SACK connection counts the RFC 6675 ``pipe`` (SACKed and lost data leave it) against ``cwnd``,
+which also gives limited transmit (RFC 3042) for ACKs that SACK new data.
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ from collections.abc import Callable
 from aionetstack.stack.limits import TcpMemory
 from aionetstack.transport.tcp.bytequeue import ByteQueue
 from aionetstack.transport.tcp.congestion import CongestionControl, Reno
+from aionetstack.transport.tcp.recovery import LossRecovery
 from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq_sub
 from aionetstack.wire.tcp import ACK, FIN, PSH
@@ -43,12 +41,11 @@ from aionetstack.wire.tcp import ACK, FIN, PSH
 Emit = Callable[[int, int, bytes | memoryview], None]  # (seq, flags, payload)
 
 
-class Sender:
+class Sender(LossRecovery):
     __slots__ = (
         "account", "buf_seq", "buffer", "bytes_acked", "bytes_sent", "capacity", "cc", "corked",
-        "dupacks",
-        "emit", "fin_queued", "gso_limit", "high_rxt", "in_recovery", "iss", "max_snd_wnd", "mss",
-        "nodelay", "recover", "retransmits", "retries", "rtt", "rtt_seq", "rtt_time", "rxt_log",
+        "emit", "fin_queued", "gso_limit", "iss", "max_snd_wnd", "mss",
+        "nodelay", "retransmits", "retries", "rtt", "rtt_seq", "rtt_time",
         "sack_ok", "sb", "seg_max", "snd_max", "snd_nxt", "snd_sml", "snd_una", "snd_wl1",
         "snd_wl2", "snd_wnd", "snd_wscale",
     )
@@ -85,10 +82,7 @@ class Sender:
         self.rtt_time = 0.0
         self.sack_ok = False
         self.sb = Scoreboard()
-        self.high_rxt = 0
-        # SACK-recovery retransmissions: (start, end, snd_max when resent), for detecting a
-        # lost retransmission without waiting for the timeout
-        self.rxt_log: list[tuple[int, int, int]] = []
+        self._init_recovery(0)
 
     def start(self, iss: int) -> None:
         self.iss = iss
@@ -97,6 +91,7 @@ class Sender:
         self.buf_seq = seq_add(iss, 1)
         self.snd_sml = iss  # end of the last short segment sent (Minshall's Nagle)
         self.recover = iss
+        self._init_recovery(self.snd_una)
 
     def set_mss(self, mss: int) -> None:
         self.mss = mss
@@ -158,12 +153,15 @@ class Sender:
         meanwhile (Linux "autocorking").  Nothing waits longer than that, and nothing waits
         with ``nodelay``: each write is a segment of its own then.
         """
-        sent = False
+        sack = self.sack_ok
+        sent = sack and self.retransmit_lost(now)
         buf = self.buffer
         while True:
             room = self.seg_max
             flight = seq_sub(self.snd_nxt, self.snd_una)
-            if self.sb.blocks and seq_lt(self.snd_nxt, self.snd_max):
+            if sack and self.snd_nxt == self.snd_max:
+                flight = self.rq.pipe(flight)  # SACKed and lost data are not in flight
+            elif self.sb.blocks and seq_lt(self.snd_nxt, self.snd_max):
                 # resending after a timeout: skip what the receiver holds (SACKed)
                 self.snd_nxt, room = self.sb.skip(self.snd_nxt, self.mss)
                 flight = seq_sub(self.snd_nxt, self.snd_una) - self.sb.sacked_below(self.snd_nxt)
@@ -210,6 +208,8 @@ class Sender:
         retrans = seq_lt(seq, self.snd_max)
         self.emit(seq, flags, self.buffer.view(off, n))
         end = seq_add(seq, n + (1 if fin else 0))
+        if self.sack_ok:
+            self._note_sent(seq, end, now)
         self.snd_nxt = end
         if n % self.mss:
             self.snd_sml = end
@@ -249,17 +249,34 @@ class Sender:
         self.retransmits += 1
         self.rtt_seq = None  # Karn
 
-    def retransmit_range(self, seq: int, n: int) -> None:
-        """Resend ``n`` bytes (<= MSS) of already-sent data starting at ``seq``."""
+    def resend(self, seq: int, n: int, now: float) -> int:
+        """Resend up to ``n`` sequence units (<= MSS, a sent FIN included) of already-sent data
+        from ``seq``; returns how many went out."""
         off = seq_sub(seq, self.buf_seq)
-        n = min(n, len(self.buffer) - off)
-        if off < 0 or n <= 0:
-            return
-        fin = self.fin_queued and off + n == len(self.buffer) and seq_gt(
+        if off < 0:
+            return 0
+        data = max(min(n, len(self.buffer) - off), 0)
+        fin = data < n and self.fin_queued and off + data == len(self.buffer) and seq_gt(
             self.snd_max, seq_add(self.buf_seq, len(self.buffer)))
-        self.emit(seq, ACK | (FIN if fin else 0), self.buffer.view(off, n))
+        if data <= 0 and not fin:
+            return 0
+        self.emit(seq, ACK | (FIN if fin else 0), self.buffer.view(off, data))
         self.retransmits += 1
         self.rtt_seq = None  # Karn
+        end = seq_add(seq, data + (1 if fin else 0))
+        if self.sack_ok:
+            self._note_sent(seq, end, now)
+        return seq_sub(end, seq)
+
+    def send_new(self, n: int, now: float) -> bool:
+        """Send ``n`` new bytes at ``snd_nxt`` regardless of cwnd (a loss probe)."""
+        off = seq_sub(self.snd_nxt, self.buf_seq)
+        unsent = len(self.buffer) - off
+        n = min(n, unsent)
+        if n <= 0:
+            return False
+        self._send(off, n, self.fin_queued and n == unsent, now)
+        return True
 
     def go_back(self, keep_sack: bool = False) -> None:
         """After a retransmission timeout: resend from ``snd_una`` (RFC 6298 §5.4).
@@ -276,7 +293,6 @@ class Sender:
         self.dupacks = 0
         self.in_recovery = False
         self.recover = self.snd_max
-        self.rxt_log.clear()
 
     # -- input ---------------------------------------------------------------------------------
     def update_window(self, seq: int, ack: int, raw_wnd: int) -> bool:
@@ -294,76 +310,66 @@ class Sender:
                sack_blocks: tuple[tuple[int, int], ...] = ()) -> int:
         """Process an acceptable cumulative ACK; returns the number of sequence units acked."""
         acked = seq_sub(ack, self.snd_una)
+        if acked < 0:
+            return 0
         prev_flight = seq_sub(self.snd_nxt, self.snd_una)
-        sb = self.sb
-        newly_sacked = False
         if self.sack_ok:
+            prev_flight = self.rq.pipe(seq_sub(self.snd_max, self.snd_una))
             if acked > 0:
-                sb.prune(ack)
+                self.sb.prune(ack)
             if sack_blocks:
-                newly_sacked = sb.update(sack_blocks, ack if acked > 0 else self.snd_una,
-                                         self.snd_max)
-                if newly_sacked and self.rxt_log:
-                    self._lost_retransmits(ack if acked > 0 else self.snd_una)
-        if acked <= 0:
-            if acked == 0 and (dup_candidate or newly_sacked) and self.outstanding():
+                self.sb.update(sack_blocks, ack, self.snd_max)
+        elif acked == 0:
+            if dup_candidate and self.outstanding():
                 self._dupack(now)
             return 0
-        self.snd_una = ack
-        drop = min(max(seq_sub(ack, self.buf_seq), 0), len(self.buffer))
-        if drop:
-            self.buffer.drop(drop)
-            if self.account is not None:
-                self.account.add(-drop)
-            self.buf_seq = seq_add(self.buf_seq, drop)
-            self.bytes_acked += drop
-        if seq_lt(self.snd_nxt, ack):
-            self.snd_nxt = ack
-        self.retries = 0
-        rtt: float | None = ts_rtt
-        if rtt is None and self.rtt_seq is not None and seq_gt(ack, self.rtt_seq):
-            rtt = now - self.rtt_time
-            self.rtt_seq = None
-        if rtt is not None:
-            self.rtt.sample(rtt)
-        if self.in_recovery:
+        rtt: float | None = None
+        if acked > 0:
+            self.snd_una = ack
+            drop = min(max(seq_sub(ack, self.buf_seq), 0), len(self.buffer))
+            if drop:
+                self.buffer.drop(drop)
+                if self.account is not None:
+                    self.account.add(-drop)
+                self.buf_seq = seq_add(self.buf_seq, drop)
+                self.bytes_acked += drop
+            if seq_lt(self.snd_nxt, ack):
+                self.snd_nxt = ack
+            self.retries = 0
+            rtt = ts_rtt
+            if rtt is None and self.rtt_seq is not None and seq_gt(ack, self.rtt_seq):
+                rtt = now - self.rtt_time
+                self.rtt_seq = None
+            if rtt is not None:
+                self.rtt.sample(rtt)
+        if self.sack_ok:
+            grow = self.sack_ack(ack, acked, sack_blocks, dup_candidate and self.outstanding(),
+                                 now)
+            if not grow or acked <= 0:
+                return acked
+        elif self.in_recovery:
             if seq_ge(ack, self.recover):
                 self.in_recovery = False
-                self.rxt_log.clear()
                 self.cc.on_recovery_exit(self.flight)
-            elif self.sack_ok:
-                self._sack_recover(now)
             else:
                 self.cc.on_partial_ack(acked)
                 self.retransmit_first(now)
-        else:
-            cc = self.cc
-            # grow cwnd only while it limits us (RFC 7661 spirit; Linux tcp_is_cwnd_limited)
-            if prev_flight + self.mss >= cc.cwnd or (
-                    cc.cwnd < cc.ssthresh and 2 * prev_flight >= cc.cwnd):
-                cc.on_ack(acked, rtt, now)
+            self.dupacks = 0
+            return acked
+        cc = self.cc
+        # grow cwnd only while it limits us (RFC 7661 spirit; Linux tcp_is_cwnd_limited)
+        if prev_flight + self.mss >= cc.cwnd or (
+                cc.cwnd < cc.ssthresh and 2 * prev_flight >= cc.cwnd):
+            cc.on_ack(acked, rtt, now)
         self.dupacks = 0
         return acked
 
     def _dupack(self, now: float) -> None:
+        """A duplicate ACK on a connection without SACK (RFC 5681 §3.2, RFC 6582 §3.2)."""
         self.dupacks += 1
         if self.in_recovery:
-            if self.sack_ok:
-                self._sack_recover(now)
-            else:
-                self.cc.on_dupack()
-                self.output(now)
-        elif self.sack_ok and (self.dupacks >= 3 or self.sb.sacked > 2 * self.mss) and seq_ge(
-                self.snd_una, self.recover):
-            # RFC 6675 §5: enter loss recovery
-            self.recover = self.snd_max
-            self.in_recovery = True
-            self.cc.on_loss(self.flight)
-            self.cc.cwnd = self.cc.ssthresh
-            self.retransmit_first(now)
-            self.high_rxt = seq_add(self.snd_una, min(self.mss, self.flight))
-            self.rxt_log.append((self.snd_una, self.high_rxt, self.snd_max))
-            self._sack_recover(now)
+            self.cc.on_dupack()
+            self.output(now)
         elif self.dupacks < 3:
             # limited transmit (RFC 3042): a new segment for each of the first two dup ACKs
             saved = self.cc.cwnd
@@ -379,65 +385,6 @@ class Sender:
             self.cc.on_loss(self.flight)
             self.retransmit_first(now)
             self.output(now)
-
-    # -- SACK loss recovery (RFC 6675, simplified) ---------------------------------------------
-    def _pipe(self) -> int:
-        """Data presumed in flight: not SACKed, and not lost unless already retransmitted."""
-        lost = 0
-        for start, end in self.sb.holes(self.snd_una):
-            if seq_lt(self.high_rxt, end):
-                lost += seq_sub(end, seq_max(start, self.high_rxt))
-        return max(self.flight - self.sb.sacked - lost, 0)
-
-    def _next_hole(self) -> tuple[int, int] | None:
-        for start, end in self.sb.holes(self.snd_una):
-            if seq_lt(self.high_rxt, end):
-                first = seq_max(start, self.high_rxt)
-                return first, min(self.mss, seq_sub(end, first))
-        return None
-
-    def _lost_retransmits(self, una: int) -> None:
-        """A retransmitted hole is lost again when data first sent after it is SACKed while the
-        hole is still missing (as Linux's lost-retransmit detection): resend it now rather than
-        at the timeout (the RFC 6675 §4 IsLost spirit applied to the retransmission)."""
-        fack = self.sb.blocks[-1][1]
-        keep = []
-        rewind = None
-        for start, end, mark in self.rxt_log:
-            if seq_le(end, una):
-                continue
-            if seq_gt(fack, mark):
-                if rewind is None or seq_lt(start, rewind):
-                    rewind = start
-            else:
-                keep.append((start, end, mark))
-        self.rxt_log = keep
-        if rewind is not None and seq_lt(rewind, self.high_rxt):
-            self.high_rxt = seq_max(rewind, una)
-
-    def _sack_recover(self, now: float) -> None:
-        for _ in range(64):  # bounded: each pass sends one segment
-            if self._pipe() >= self.cc.cwnd:
-                return
-            hole = self._next_hole()
-            if hole is not None:
-                self.retransmit_range(*hole)
-                self.high_rxt = seq_add(hole[0], hole[1])
-                if len(self.rxt_log) < 256:
-                    self.rxt_log.append((hole[0], self.high_rxt, self.snd_max))
-                continue
-            off = seq_sub(self.snd_nxt, self.buf_seq)
-            unsent = len(self.buffer) - off
-            if unsent < 0:
-                return  # FIN already sent
-            room = self.snd_wnd - seq_sub(self.snd_nxt, self.snd_una)
-            n = min(unsent, self.mss, room)
-            fin = self.fin_queued and n == unsent
-            if n <= 0 and not fin:
-                return
-            if n < self.mss and not fin and (n < unsent or not self.nodelay):
-                return  # sender SWS avoidance and Nagle hold in recovery too (RFC 9293 §3.8.6.2.1)
-            self._send(off, n, fin, now)
 
 
 class Scoreboard:

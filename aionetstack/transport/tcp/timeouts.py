@@ -50,6 +50,14 @@ class EndpointTimers(EndpointCore):
         zero = snd.snd_wnd == 0
         if not snd.outstanding() and snd.unsent() <= 0:
             return
+        if (not zero and snd.pto_at is not None and snd.pto_at <= now + 1e-9
+                and snd.send_probe(now)):
+            # the probe was due with the timeout (the PTO never goes past the RTO, RFC 8985
+            # §7.2): it takes the timeout's place, as Linux's one timer does, and re-arms it
+            self.proto.stats["loss-probes"] += 1
+            self._rto_timer.schedule(now + self.rtt.timeout())
+            self._arm_loss_timer(now, False)
+            return
         if snd.retries == 0:
             self._rto_since = now
         if zero and self._zwp_since is None:
@@ -70,12 +78,44 @@ class EndpointTimers(EndpointCore):
             # sends); the peer answers with its current window (RFC 9293 §3.8.6.1)
             snd.go_back()
             self._emit(seq_sub(snd.snd_una, 1) & MASK, ACK)
+        elif snd.sack_ok:
+            snd.rto_sack(now, renege=snd.retries >= 2)
+            self._arm_loss_timer(now, False)
         else:
             snd.cc.on_rto(snd.flight)
             snd.go_back(keep_sack=snd.retries < 2)
             if not snd.output(now):
                 snd.force_send(now, snd.mss)
         self._rto_timer.schedule(now + self.rtt.timeout())
+
+    def _arm_loss_timer(self, now: float, restart_pto: bool) -> None:
+        """Arm the RACK reordering timer or (re)arm the tail loss probe (RFC 8985 §6.2, §7.2);
+        a SACK connection's second retransmission timer, made on first use."""
+        snd = self.snd
+        if not snd.sack_ok:
+            return
+        if restart_pto:
+            snd.schedule_pto(now, self._rto_timer.deadline)
+        at = snd.reo_at if snd.reo_at is not None else snd.pto_at
+        t = snd.loss_timer
+        if at is None:
+            if t is not None:
+                t.cancel()
+            return
+        if t is None:
+            t = snd.loss_timer = self.stack.timers.timer(self._on_loss_timer)
+        t.schedule(at)
+
+    def _on_loss_timer(self, now: float) -> None:
+        snd = self.snd
+        if self.state not in _OUTPUT_STATES:
+            return
+        if snd.reo_at is not None and now >= snd.reo_at - 1e-9:
+            snd.on_reo_timeout(now)
+        elif snd.pto_at is not None and now >= snd.pto_at - 1e-9 and snd.send_probe(now):
+            self.proto.stats["loss-probes"] += 1
+            self._rto_timer.schedule(now + self.rtt.timeout())  # RFC 8985 §7.3: re-arm the RTO
+        self._arm_loss_timer(now, False)
 
     def _on_delack(self, now: float) -> None:
         if self.state not in SYNCHRONIZED or self.state is S.TIME_WAIT:
