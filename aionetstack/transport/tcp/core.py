@@ -71,11 +71,20 @@ def _wscale_for(capacity: int) -> int:
 
 
 
+def _inert(now: float) -> None:
+    """The callback of a finished endpoint's timers."""
+
+
+def _no_emit(seq: int, flags: int, payload: bytes | memoryview) -> None:
+    """The sender's output once its endpoint is finished."""
+
+
 class EndpointCore:
     """Connection state and output; see the module docstring."""
 
 
     __slots__ = (
+        "__weakref__",  # a ``TimeWait`` record refers to its endpoint weakly
         "_ack_bytes", "_ack_now", "_delack_timer", "_ka_probes", "_ka_timer", "_keepalive",
         "_last_rx", "_linger_timer", "_pending_fin", "_rexmit_ts", "_rto_since", "_rto_timer",
         "_syn_time", "_zwp_since", "bound_address", "error", "family", "keepcnt", "keepidle",
@@ -332,7 +341,8 @@ class EndpointCore:
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(S.TIME_WAIT)
         self._rto_timer.cancel()
-        self._linger_timer.schedule(now + 2 * self.proto.msl)
+        if not self.user_closed:  # else a ``TimeWait`` record takes over once the segment
+            self._linger_timer.schedule(now + 2 * self.proto.msl)  # is processed
 
     def recycle(self) -> None:
         """End TIME-WAIT early because a new incarnation of the 4-tuple is starting."""
@@ -342,17 +352,28 @@ class EndpointCore:
         self.error = err
         self._finish()
 
-    def _finish(self) -> None:
-        """Enter CLOSED: cancel timers, leave the demux tables, release the port."""
-        if self.state is not S.CLOSED:
-            self._set_state(S.CLOSED)
-        self._rto_timer.cancel()
-        self._delack_timer.cancel()
-        self._linger_timer.cancel()
-        self._ka_timer.cancel()
+    def _release(self) -> None:
+        """The connection is over (CLOSED, or TIME-WAIT handed to a ``TimeWait`` record):
+        cancel the timers and give the buffers back to the stack's budget.  Final for an
+        endpoint object: its timers and its sender no longer call back into it, so no
+        reference cycle keeps it alive once its owner lets go (it is freed by reference
+        counting, not by the cyclic garbage collector)."""
+        for t in (self._rto_timer, self._delack_timer, self._linger_timer, self._ka_timer):
+            t.deadline = None  # cancel()
+            t.callback = _inert
+        self.snd.emit = _no_emit
         self.rcv.release()
         self.snd.release()
+
+    def _finish(self) -> None:
+        """Enter CLOSED: cancel timers, leave the demux tables, release the port."""
+        st = self.state
+        if st is not S.CLOSED:
+            self._set_state(S.CLOSED)
+        self._release()
         proto = self.proto
+        if st is S.TIME_WAIT and self.user_closed:
+            proto.time_wait.forget(cast("TcpEndpoint", self))  # a record took over: it ends
         if self.local is not None and self.remote is not None:
             key = (self.local[0], self.local[1], self.remote[0], self.remote[1])
             if proto.connections.get(key) is self:

@@ -38,7 +38,9 @@ MSS (RFC 1122 §4.2.3.9, RFC 1191, RFC 5927 sequence check).
 Timers: ``_rto_timer`` (SYN/data retransmission and zero-window probes), ``_delack_timer``,
 ``_linger_timer`` (TIME-WAIT 2*MSL, and the FIN-WAIT-2 timeout of a closed endpoint),
 ``_ka_timer`` (keep-alive, off by default, RFC 9293 §3.8.4).  Reaching CLOSED cancels them all,
-removes the endpoint from the demux tables and releases its port.
+removes the endpoint from the demux tables and releases its port.  TIME-WAIT after the user has
+closed the endpoint is handed to a compact ``TimeWait`` record (``timewait``), which keeps the
+port and answers for the 4-tuple until 2*MSL is over; the endpoint reads TIME-WAIT until then.
 """
 
 from __future__ import annotations
@@ -314,12 +316,14 @@ class TcpEndpoint(SegmentInput):
         conns = self.proto.connections
         if self.reservation is None:
             local = route.local
+            tw = self.proto.time_wait
             self.reservation = stack.ports.reserve(
                 PROTO_TCP, self.family, None, 0, self.reuse_address, remote=(dst, port),
-                is_free=lambda p: (local, p, dst, port) not in conns)
+                is_free=lambda p: (local, p, dst, port) not in conns and (
+                    (local, p, dst, port) not in tw))
         lport = self.reservation.port
         key = (route.local, lport, dst, port)
-        if key in conns:
+        if key in conns or key in self.proto.time_wait:
             raise AddressNotAvailable("that 4-tuple is in use")
         self.local = (route.local, lport)
         self.remote = (dst, port)
@@ -516,6 +520,9 @@ class TcpEndpoint(SegmentInput):
             self.shutdown_write()
         if self.state is S.FIN_WAIT_2:
             self._linger_timer.schedule(self.stack.now() + self.proto.fin_timeout)
+        elif self.state is S.TIME_WAIT and self._linger_timer.deadline is not None:
+            # a compact record answers for what is left of 2*MSL
+            self.proto.time_wait.take_over(self, self._linger_timer.deadline)
 
     def abort(self) -> None:
         """Drop the connection at once, telling the peer with a RST (RFC 9293 §3.10.5)."""

@@ -3,7 +3,7 @@ for the synchronized states (PAWS, acceptability, RST, SYN, ACK, text, FIN)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aionetstack.errors import (
     ConnectionRefused,
@@ -18,7 +18,7 @@ from aionetstack.wire.seqnum import MASK, seq_add, seq_ge, seq_gt, seq_le, seq_l
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 
 if TYPE_CHECKING:
-    pass
+    from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
 from aionetstack.transport.tcp.core import S
 from aionetstack.transport.tcp.timeouts import EndpointTimers
@@ -37,6 +37,10 @@ class SegmentInput(EndpointTimers):
             self._last_rx = now
             self._ka_probes = 0
             self._input(h, now)
+            if self.state is S.TIME_WAIT and self.user_closed:
+                # nobody will read or write any more: a compact record answers for 2*MSL
+                self.proto.time_wait.take_over(cast("TcpEndpoint", self),
+                                               now + 2 * self.proto.msl)
 
     def _syn_sent_input(self, h: TcpHeader, now: float) -> None:
         flags = h.flags
