@@ -28,7 +28,7 @@ from aionetstack.transport.tcp.state import (
     check_transition,
 )
 from aionetstack.wire.checksum import PROTO_TCP
-from aionetstack.wire.seqnum import MASK, seq_add, seq_le, seq_lt
+from aionetstack.wire.seqnum import MASK, seq_add, seq_le
 from aionetstack.wire.tcp import (
     ACK,
     FIN,
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 Addr = tuple[bytes, int]
 S = TcpState
+_HALF = 0x80000000  # seq_lt and friends, inline on the per-segment path
 # States in which the sender may transmit (data, FIN or retransmissions).
 _OUTPUT_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 _RST_ON_ABORT = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2,
@@ -206,14 +207,18 @@ class EndpointCore:
             return
         now = self.stack.now()
         rcv = self.rcv
+        snd = self.snd
+        mss = snd.mss
+        plen = len(payload)
         tsval = -1  # >= 0: the segment carries only a timestamp option (the header template)
         if flags & RST:
             window = 0
             options = None
         else:
-            rexmit = bool(payload or flags & FIN) and seq_lt(seq, self.snd.snd_max)
+            # a retransmission: seq_lt(seq, snd.snd_max), inline
+            rexmit = bool(plen or flags & FIN) and 0 < ((snd.snd_max - seq) & MASK) < _HALF
             if rexmit:  # counted in packets on the wire, as "sent" (a super-segment is several)
-                self.proto.stats["retransmitted"] += -(-len(payload) // self.snd.mss) or 1
+                self.proto.stats["retransmitted"] += -(-plen // mss) or 1
             if options is None:
                 ts_enabled = self.ts_enabled
                 if ts_enabled:
@@ -234,36 +239,35 @@ class EndpointCore:
         ack = rcv.rcv_nxt if flags & ACK else 0
         off = route.headroom
         if tsval >= 0:
-            l4 = 32 + len(payload)
-            buf = route.new_packet(l4)
+            l4 = 32 + plen
+            buf = bytearray(off + l4)  # route.new_packet(l4)
             pack_tcp_ts(buf, off, self.local[1], self.remote[1], seq, ack, flags, window, tsval,
                         self.ts_recent, payload)
             # a super-segment is cut into packets that get checksums of their own (TSO, GSO)
-            if not route.nic.tx_offload and len(payload) <= self.snd.mss:
+            if not route.nic.tx_offload and plen <= mss:
                 fill_tcp_checksum(buf, off, l4, route.local, route.remote)
         else:
-            l4 = 20 + (options.packed_len() if options is not None else 0) + len(payload)
-            buf = route.new_packet(l4)
+            l4 = 20 + (options.packed_len() if options is not None else 0) + plen
+            buf = bytearray(off + l4)  # route.new_packet(l4)
             pack_tcp(buf, off, src=route.local, dst=route.remote, sport=self.local[1],
                      dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
                      options=options, payload=payload,
-                     checksum=not route.nic.tx_offload and len(payload) <= self.snd.mss)
-        mss = self.snd.mss
+                     checksum=not route.nic.tx_offload and plen <= mss)
         try:
-            if len(payload) > mss:  # a super-segment for the link to cut (TSO)
+            if plen > mss:  # a super-segment for the link to cut (TSO)
                 self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True, gso=mss)
             else:
                 self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
         except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
             self.proto.stats.drop(f"send-{type(exc).__name__}")
         else:
-            self.proto.stats["sent"] += -(-len(payload) // mss) or 1
+            self.proto.stats["sent"] += -(-plen // mss) or 1
         if flags & ACK:
             self.last_ack_sent = ack
             self._ack_bytes = 0
             self._ack_now = False
-            self._delack_timer.cancel()
-        if (payload or flags & (SYN | FIN)) and not self._rto_timer.armed:
+            self._delack_timer.deadline = None  # cancel()
+        if (plen or flags & (SYN | FIN)) and self._rto_timer.deadline is None:  # not armed
             self._rto_timer.schedule(now + self.rtt.timeout())
 
     def _send_ack(self) -> None:

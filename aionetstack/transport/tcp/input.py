@@ -224,13 +224,13 @@ class SegmentInput(EndpointTimers):
                 st = self.state  # ... or shut down writing
         elif snd.snd_wnd == 0:
             snd.retries = 0  # the peer answers our probes: a closed window is no failure
+        fin_wait_2 = False
         if snd.fin_acked():
             if st is S.FIN_WAIT_1:
                 self._set_state(S.FIN_WAIT_2)
                 self._rto_timer.cancel()
-                if self.user_closed:
-                    self._linger_timer.schedule(now + self.proto.fin_timeout)
-            elif st is S.CLOSING:
+                fin_wait_2 = self.user_closed  # the FIN-WAIT-2 timeout, unless the peer's FIN
+            elif st is S.CLOSING:  # on this very segment ends FIN-WAIT-2 at once (below)
                 self._enter_time_wait(now)
             elif st is S.LAST_ACK:
                 self._finish()
@@ -242,6 +242,8 @@ class SegmentInput(EndpointTimers):
             return
         if self.state is S.CLOSED:
             return  # a waiter callback closed or aborted us while we were notifying
+        if fin_wait_2 and self.state is S.FIN_WAIT_2 and self._linger_timer.deadline is None:
+            self._linger_timer.schedule(now + self.proto.fin_timeout)
         self._output(now)
         if self._ack_now:
             self._send_ack()
