@@ -24,6 +24,7 @@ from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.transport.tcp.sender import Sender
 from aionetstack.transport.tcp.state import (
     CAN_RECEIVE,
+    TRANSITIONS,
     TcpState,
     check_transition,
 )
@@ -312,7 +313,9 @@ class EndpointCore:
 
     # -- state changes ----------------------------------------------------------------------------
     def _set_state(self, new: TcpState) -> None:
-        check_transition(self.state, new)
+        old = self.state
+        if new is not old and new not in TRANSITIONS[old]:
+            check_transition(old, new)  # raises IllegalTransition
         self.state = new
 
     def _established(self, now: float) -> None:

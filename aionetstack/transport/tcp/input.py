@@ -20,7 +20,7 @@ from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 if TYPE_CHECKING:
     from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
-from aionetstack.transport.tcp.core import S
+from aionetstack.transport.tcp.core import _HALF, S
 from aionetstack.transport.tcp.timeouts import EndpointTimers
 
 
@@ -143,7 +143,8 @@ class SegmentInput(EndpointTimers):
         seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         ts = h.options.timestamp if self.ts_enabled else None
         # PAWS (RFC 7323 §5.3)
-        if ts is not None and not flags & RST and seq_lt(ts[0], self.ts_recent):
+        if ts is not None and not flags & RST and 0 < (self.ts_recent - ts[0]) & MASK < _HALF:
+            # seq_lt(TSval, TS.Recent)
             self.proto.stats.drop("paws")
             self._send_ack()
             return
@@ -190,19 +191,20 @@ class SegmentInput(EndpointTimers):
             else:
                 self._emit(ack, RST)
                 return
-        if seq_gt(ack, snd.snd_max):  # RFC 5961 §5.2: ACK of unsent data
+        if 0 < (ack - snd.snd_max) & MASK < _HALF:  # RFC 5961 §5.2: ACK of unsent data
             self._challenge_ack()
             return
-        if seq_lt(ack, (snd.snd_una - max(snd.max_snd_wnd, 1)) & MASK):
+        wnd = snd.max_snd_wnd
+        if 0 < (snd.snd_una - (wnd if wnd > 1 else 1) - ack) & MASK < _HALF:
             self._challenge_ack()  # RFC 5961 §5.2: too old an ACK
             return
-        if ts is not None and seq_le(seq, self.last_ack_sent):
+        if ts is not None and (self.last_ack_sent - seq) & MASK < _HALF:  # seq =< last ACK
             self.ts_recent = ts[0]  # RFC 7323 §4.3
         ts_rtt: float | None = None
-        if (ts is not None and ts[1] and seq_gt(ack, snd.snd_una) and (
+        if (ts is not None and ts[1] and 0 < (ack - snd.snd_una) & MASK < _HALF and (
                 self._rexmit_ts is None or seq_ge(ts[1], self._rexmit_ts))):
             # an echo older than our latest retransmission is ambiguous (Karn, RFC 6298 §3)
-            d = (self._tsval(now) - ts[1]) & MASK
+            d = (int(now * 1000) + self.ts_offset - ts[1]) & MASK  # _tsval(now) - TSecr
             if d < 0x80000000:
                 ts_rtt = d / 1000.0
         changed = snd.update_window(seq, ack, h.window)

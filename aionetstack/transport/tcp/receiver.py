@@ -187,7 +187,8 @@ class Receiver:
         self.ooo_bytes -= moved
         acct = self.account
         if acct is not None:
-            acct.add_ooo(-moved)
+            if moved:
+                acct.add_ooo(-moved)
             acct.add(delivered)
         if self.fin_seq is not None and not self.fin_received and self.fin_seq == nxt:
             self.fin_received = True
