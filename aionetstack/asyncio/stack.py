@@ -214,7 +214,8 @@ class Stack(CoreStack):
         self._soon = None
         # what was due may have been cancelled since (typically an ACK due "now" that a reply
         # carried): then nothing runs, only the re-arm
-        self._run(self._clock())
+        self._process_batch("aionetstack: exception while running stack timers",
+                            self.timers.run_due, self._clock())
 
     def _run(self, now: float) -> None:
         self._process_batch("aionetstack: exception while running stack timers",

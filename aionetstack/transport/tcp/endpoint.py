@@ -68,6 +68,7 @@ from aionetstack.network.packet import PacketInfo
 from aionetstack.stack.addr import AddressLike, family_of, is_multicast, to_bytes, to_str
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
+from aionetstack.stack.timers import Timer
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.transport.tcp.congestion import make_cc
 from aionetstack.transport.tcp.listen import ListenQueue
@@ -149,10 +150,10 @@ class TcpEndpoint(SegmentInput):
         self._zwp_since: float | None = None  # first zero-window probe of this episode
         self._rexmit_ts: int | None = None  # TSval of our latest retransmission
         timers = self.stack.timers
-        self._rto_timer = timers.timer(self._on_rto)
-        self._delack_timer = timers.timer(self._on_delack)
-        self._linger_timer = timers.timer(self._on_linger)
-        self._ka_timer = timers.timer(self._on_keepalive)
+        self._rto_timer = Timer(timers, self._on_rto)
+        self._delack_timer = Timer(timers, self._on_delack)
+        self._linger_timer = Timer(timers, self._on_linger)
+        self._ka_timer = Timer(timers, self._on_keepalive)
         self._keepalive = False
         self.keepidle = 7200.0  # RFC 9293 §3.8.4 (MUST-27): at least two hours by default
         self.keepintvl = 75.0
