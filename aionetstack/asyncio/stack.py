@@ -212,14 +212,10 @@ class Stack(CoreStack):
 
     def _fire_soon(self) -> None:
         self._soon = None
-        now = self._clock()
-        nxt = self.timers.next_deadline()
-        if nxt is None or nxt > now:
-            # what was due has been cancelled since (typically an ACK due "now" that a reply
-            # carried): nothing to run, only the re-arm
-            self._rearm()
-            return
-        self._run(now)
+        # what was due may have been cancelled since (typically an ACK due "now" that a reply
+        # carried): then nothing runs, only the re-arm
+        self._process_batch("aionetstack: exception while running stack timers",
+                            self.timers.run_due, self._clock())
 
     def _run(self, now: float) -> None:
         self._process_batch("aionetstack: exception while running stack timers",

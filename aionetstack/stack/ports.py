@@ -40,6 +40,8 @@ class PortManager:
         self._keyed = hashlib.blake2b(digest_size=8, key=self._secret)  # copied per use
         self._counter = 0
         self._by_port: dict[tuple[int, int], list[Reservation]] = {}
+        # RFC 6056 Algorithm 3 offsets of recent destinations
+        self._offsets: dict[tuple[int, bytes | None, tuple[bytes, int]], int] = {}
 
     def _conflicts(self, r: Reservation) -> bool:
         for other in self._by_port.get((r.protocol, r.port), ()):
@@ -64,10 +66,17 @@ class PortManager:
             return r
         span = self.last - self.first + 1
         if remote is not None:
-            h = self._keyed.copy()
-            h.update(bytes([protocol]) + (address or b"") + remote[0])
-            h.update(remote[1].to_bytes(2, "big"))
-            offset = int.from_bytes(h.digest(), "big")
+            # F(local, remote, secret) is fixed per destination: computed once, then remembered
+            key = (protocol, address, remote)
+            offset = self._offsets.get(key, -1)
+            if offset < 0:
+                h = self._keyed.copy()
+                h.update(bytes([protocol]) + (address or b"") + remote[0])
+                h.update(remote[1].to_bytes(2, "big"))
+                offset = int.from_bytes(h.digest(), "big")
+                if len(self._offsets) >= 1024:
+                    self._offsets.clear()
+                self._offsets[key] = offset
         else:
             offset = self._rng.getrandbits(32)
         self._counter += 1

@@ -46,7 +46,10 @@ class Timer:
     def schedule_if_earlier(self, at: float) -> None:
         d = self.deadline
         if d is None or at < d:
-            self.schedule(at)
+            self.deadline = at  # schedule(at), inline: links wake their NIC this way per frame
+            q = self._queued_at
+            if q is None or at < q:
+                self._timers._push(self, at)
 
     def cancel(self) -> None:
         self.deadline = None
@@ -131,15 +134,30 @@ class Timers:
         """Fire every timer whose deadline is <= ``now``; returns how many fired."""
         fired = 0
         heap = self._heap
-        while True:
-            self._settle()
-            if not heap or heap[0][0] > now:
-                return fired
-            _, _, t, _ = heapq.heappop(heap)
+        pop = heapq.heappop
+        while heap:
+            at, _, t, gen = heap[0]
+            if at > now:
+                break
+            pop(heap)
+            # what ``_settle`` does at the head, for entries that are due
+            if gen != t._gen:
+                continue  # stale
+            d = t.deadline
+            if d is None:  # cancelled
+                t._queued_at = None
+                continue
+            if d > at:  # moved later: re-queue (it may still be due)
+                t._gen = gen = gen + 1
+                t._queued_at = d
+                self._seq += 1
+                heapq.heappush(heap, (d, self._seq, t, gen))
+                continue
             t._queued_at = None
             t.deadline = None
             fired += 1
             t.callback(now)
+        return fired
 
     def __len__(self) -> int:
         """Armed timers (an O(n) count, for tests and leak checks)."""

@@ -18,6 +18,10 @@ EVENT_HUP = 0x10
 EVENT_ALL = EVENT_IN | EVENT_PRI | EVENT_OUT | EVENT_ERR | EVENT_HUP
 
 
+def _unregistered(events: int) -> None:
+    """The callback of an entry that has been unregistered."""
+
+
 class WaiterEntry:
     __slots__ = ("callback", "mask")
 
@@ -41,7 +45,10 @@ class WaiterQueue:
         try:
             self._entries.remove(entry)
         except ValueError:
-            pass
+            return
+        # the entry is done with: drop the callback, which usually refers (as a bound method)
+        # to an owner that keeps the entry, so the owner is not left in a reference cycle
+        entry.callback = _unregistered
 
     def notify(self, events: int) -> None:
         if not self._entries:

@@ -80,6 +80,7 @@ async def assert_no_leaks(*stacks: Stack, timeout: float = 3.0) -> None:
     await wait_until(lambda: all(len(s.timers) == 0 for s in stacks), timeout, "no timers")
     for s in stacks:
         assert not tcp_of(s).connections
+        assert not tcp_of(s).time_wait
         assert not tcp_of(s).listeners
 
 

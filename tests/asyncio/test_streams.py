@@ -200,7 +200,8 @@ async def test_echo_over_an_ethernet_pipe(host: str) -> None:
         server.close()
         await server.wait_closed()
         # neighbour entries keep their own timers on an L2 link: check TCP state only
-        await wait_until(lambda: not tcp_of(net.a).endpoints and not tcp_of(net.b).endpoints)
+        await wait_until(lambda: not any(tcp_of(s).endpoints or tcp_of(s).time_wait
+                                         for s in (net.a, net.b)))
         assert len(net.a.ports) == 0 and len(net.b.ports) == 0
 
 

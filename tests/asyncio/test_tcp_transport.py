@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import sys
+import weakref
 from typing import Any
 
 import pytest
@@ -679,3 +681,47 @@ async def test_many_connections_no_leaks() -> None:
         for sp in factory.made:
             await asyncio.wait_for(sp.lost, 2)
         await shutdown(net, server)
+
+
+class _Quiet(asyncio.Protocol):
+    """A protocol that keeps no reference to its transport."""
+
+    def __init__(self) -> None:
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: Any = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(None)
+
+
+async def test_closed_connections_are_freed_without_the_cycle_collector() -> None:
+    """Once both ends are closed and the user lets go, reference counting frees the transports
+    and endpoints (no transport <-> waiter entry or endpoint <-> timer cycle waits for the
+    garbage collector; the closing endpoint's TIME-WAIT is a compact record)."""
+    async with tcp_pair() as net:
+        factory = Factory(_Quiet)
+        server = await net.b.create_server(factory, B4, 0)
+        was = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            tr, proto = await net.a.create_connection(_Quiet, B4, server.addresses[0][1])
+            sp = await factory.next()
+            assert isinstance(proto, _Quiet)
+            ep = tr.get_extra_info("endpoint")
+            (srv_tr,) = server._transports
+            srv_ep = srv_tr.get_extra_info("endpoint")
+            refs = [weakref.ref(x) for x in (tr, ep, srv_tr, srv_ep)]
+            tr.close()
+            await proto.lost
+            srv_tr.close()
+            await sp.lost
+            await wait_until(lambda: refs[3]() is None or refs[3]().state.value == "CLOSED")
+            del tr, ep, srv_tr, srv_ep
+            await asyncio.sleep(0.01)
+            assert [r() for r in refs] == [None] * 4
+        finally:
+            if was:
+                gc.enable()
+        server.close()
+        await assert_no_leaks(net.a, net.b)

@@ -140,3 +140,25 @@ def test_stack_ephemeral_range_exhaustion() -> None:
     # an explicit port outside the range is still fine
     explicit = s.udp_endpoint(4)
     assert explicit.bind(None, 5353)[1] == 5353
+
+
+def test_ephemeral_ports_follow_rfc_6056_algorithm_3() -> None:
+    """port = first + (F(local, remote, secret) + counter) mod span: per destination the offset is
+    fixed, so two connects to one destination that are k connects apart get ports k apart,
+    whatever other destinations came in between; other destinations start elsewhere."""
+    p = PortManager(random.Random(5))
+    span = p.last - p.first + 1
+    dests = [(ip("10.0.0.2"), 80), (ip("10.0.0.3"), 80), (ip("10.0.0.2"), 443)]
+    seen: dict[tuple[bytes, int], tuple[int, int]] = {}
+    starts = set()
+    for i in range(40):
+        d = dests[(i * 7) % 3] if i % 5 else dests[0]
+        r = p.reserve(TCP, 4, None, 0, remote=d)
+        if d in seen:
+            j, port = seen[d]
+            assert (r.port - port) % span == i - j
+        else:
+            starts.add((r.port - i) % span)
+        seen[d] = (i, r.port)
+        p.release(r)
+    assert len(starts) == 3

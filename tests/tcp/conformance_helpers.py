@@ -22,7 +22,15 @@ MSS = 1460
 S = TcpState
 
 SYNCHRONIZED = ["ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "LAST_ACK",
-                "TIME_WAIT"]
+                "TIME_WAIT", "TIME_WAIT_CLOSED"]
+# TIME_WAIT_CLOSED: TIME-WAIT after the user closed the endpoint, where a compact ``TimeWait``
+# record answers instead of the endpoint (``aionetstack.transport.tcp.timewait``)
+TIME_WAITS = ["TIME_WAIT", "TIME_WAIT_CLOSED"]
+
+
+def state_of(name: str) -> TcpState:
+    """The TCP state a ``to_state`` name stands for."""
+    return S[name.removesuffix("_CLOSED")]
 
 
 def only(segs: list[TcpHeader]) -> TcpHeader:
@@ -80,6 +88,8 @@ class At:
 
 def to_state(wire: Wire, state: str, *, ts: bool = False) -> At:
     """Drive a passively opened endpoint into ``state`` (a name from ``SYNCHRONIZED``)."""
+    closed = state.endswith("_CLOSED")
+    state = state.removesuffix("_CLOSED")
     _, ep = establish(wire, ts=ts)
     rcv, snd = PEER_ISS + 1, ISS + 1
     tsv = [1000]
@@ -110,4 +120,8 @@ def to_state(wire: Wire, state: str, *, ts: bool = False) -> At:
             rcv += 1
             assert only(wire.recv()).ack == rcv
     assert ep.state is S[state], (ep.state, state)
+    if closed:
+        ep.close()
+        assert wire.recv() == [] and ep.state is S[state]
+        assert len(wire.tcp.time_wait) == 1 and ep not in wire.tcp.endpoints
     return At(ep, rcv, snd)

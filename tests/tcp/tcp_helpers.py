@@ -54,6 +54,7 @@ class Pair:
     def assert_no_leaks(self) -> None:
         for s, t in ((self.a, self.ta), (self.b, self.tb)):
             assert t.connections == {}
+            assert len(t.time_wait) == 0
             assert t.listeners == {}
             assert len(t.endpoints) == 0, t.endpoints
             assert len(s.ports) == 0

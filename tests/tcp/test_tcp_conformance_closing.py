@@ -7,6 +7,7 @@ from conformance_helpers import (
     ISS,
     MSS,
     PEER_ISS,
+    TIME_WAITS,
     S,
     connect,
     establish,
@@ -22,6 +23,7 @@ from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions
 
 def _gone(wire: Wire) -> None:
     assert wire.tcp.connections == {} and len(wire.tcp.endpoints) <= 1  # the listener
+    assert len(wire.tcp.time_wait) == 0
     assert all(ep.state is S.LISTEN for ep in wire.tcp.endpoints)
 
 
@@ -207,8 +209,9 @@ def test_peer_rst_reported_to_reader_and_writer(wire: Wire) -> None:
 # -- TIME-WAIT ------------------------------------------------------------------------------------
 
 
-def test_time_wait_acks_a_retransmitted_fin_and_restarts_2msl(wire: Wire) -> None:
-    at = to_state(wire, "TIME_WAIT")
+@pytest.mark.parametrize("tw", TIME_WAITS)
+def test_time_wait_acks_a_retransmitted_fin_and_restarts_2msl(wire: Wire, tw: str) -> None:
+    at = to_state(wire, tw)
     wire.advance(wire.tcp.msl)
     wire.send(seq=PEER_ISS + 1, ack=ISS + 2, flags=ACK | FIN)
     a = only(wire.recv())
@@ -219,8 +222,9 @@ def test_time_wait_acks_a_retransmitted_fin_and_restarts_2msl(wire: Wire) -> Non
     assert at.ep.state is S.CLOSED
 
 
-def test_time_wait_reuse_by_syn_with_higher_sequence(wire: Wire) -> None:
-    at = to_state(wire, "TIME_WAIT")
+@pytest.mark.parametrize("tw", TIME_WAITS)
+def test_time_wait_reuse_by_syn_with_higher_sequence(wire: Wire, tw: str) -> None:
+    at = to_state(wire, tw)
     (lst,) = wire.tcp.listeners.values()
     wire.tcp.isn_override = ISS + 500_000
     wire.send(seq=PEER_ISS + 3, flags=SYN, options=TcpOptions(mss=MSS))
@@ -230,10 +234,11 @@ def test_time_wait_reuse_by_syn_with_higher_sequence(wire: Wire) -> None:
     assert lst.listen_queue is not None and len(lst.listen_queue.syn_queue) == 1
 
 
-def test_time_wait_reuse_by_syn_with_newer_timestamp(wire: Wire) -> None:
+@pytest.mark.parametrize("tw", TIME_WAITS)
+def test_time_wait_reuse_by_syn_with_newer_timestamp(wire: Wire, tw: str) -> None:
     """RFC 6191: with timestamps, a SYN whose sequence number went backwards still reopens the
     4-tuple if its TSval is newer; one with an older TSval is PAWS-rejected."""
-    at = to_state(wire, "TIME_WAIT", ts=True)
+    at = to_state(wire, tw, ts=True)
     recent = at.ep.ts_recent
     wire.send(seq=PEER_ISS - 1000, flags=SYN,
               options=TcpOptions(mss=MSS, timestamp=(recent - 5, 0)))  # old TSval: ACK only
@@ -250,8 +255,9 @@ def test_time_wait_reuse_by_syn_with_newer_timestamp(wire: Wire) -> None:
     assert at.ep.state is S.CLOSED
 
 
-def test_time_wait_without_listener_resets_the_new_syn(wire: Wire) -> None:
-    at = to_state(wire, "TIME_WAIT")
+@pytest.mark.parametrize("tw", TIME_WAITS)
+def test_time_wait_without_listener_resets_the_new_syn(wire: Wire, tw: str) -> None:
+    at = to_state(wire, tw)
     wire.tcp.listeners.clear()
     wire.send(seq=PEER_ISS + 100, flags=SYN)
     r = only(wire.recv())

@@ -150,7 +150,7 @@ def test_rtt_sampled_from_the_echoed_timestamp(wire: Wire) -> None:
 
 
 @pytest.mark.parametrize("state", ["ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_1", "FIN_WAIT_2",
-                                   "CLOSING", "LAST_ACK", "TIME_WAIT"])
+                                   "CLOSING", "LAST_ACK", "TIME_WAIT", "TIME_WAIT_CLOSED"])
 def test_timestamps_on_every_non_rst_segment_once_agreed(wire: Wire, state: str) -> None:
     at = to_state(wire, state, ts=True)
     recent = at.ep.ts_recent

@@ -9,12 +9,14 @@ from conformance_helpers import (
     MSS,
     PEER_ISS,
     SYNCHRONIZED,
+    TIME_WAITS,
     At,
     S,
     connect,
     establish,
     listener,
     only,
+    state_of,
     to_state,
 )
 from tcp_helpers import Wire
@@ -23,7 +25,7 @@ from aionetstack.errors import ConnectionReset
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader, TcpOptions
 
 # After an ACK carrying FIN our side has consumed a sequence number for it
-_PEER_FIN = {"CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"}
+_PEER_FIN = {"CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT", "TIME_WAIT_CLOSED"}
 
 
 def assert_ack(seg: TcpHeader, at: At) -> None:
@@ -56,10 +58,10 @@ def test_rst_in_window_but_not_exact_draws_challenge_ack(wire: Wire, state: str)
     at = to_state(wire, state)
     wire.send(seq=at.rcv_nxt + 1000, flags=RST)
     assert_ack(only(wire.recv()), at)
-    assert at.ep.state is S[state]
+    assert at.ep.state is state_of(state)
     wire.send(seq=at.rcv_nxt + 1, ack=at.snd_max, flags=RST | ACK)
     assert_ack(only(wire.recv()), at)
-    assert at.ep.state is S[state]
+    assert at.ep.state is state_of(state)
 
 
 @pytest.mark.parametrize("state", SYNCHRONIZED)
@@ -69,7 +71,7 @@ def test_rst_outside_the_window_is_dropped(wire: Wire, state: str) -> None:
     wire.send(seq=at.rcv_nxt - 1, flags=RST)
     wire.send(seq=(at.rcv_nxt - 100_000) & 0xFFFFFFFF, ack=at.snd_max, flags=RST | ACK)
     assert wire.recv() == []
-    assert at.ep.state is S[state]
+    assert at.ep.state is state_of(state)
 
 
 # -- SYN in a synchronized state (RFC 5961 §4.2) -------------------------------------------------
@@ -79,16 +81,16 @@ def test_rst_outside_the_window_is_dropped(wire: Wire, state: str) -> None:
 @pytest.mark.parametrize("offset", [0, 100, -50, 10_000_000])
 def test_syn_in_synchronized_state_draws_challenge_ack(wire: Wire, state: str,
                                                        offset: int) -> None:
-    if state == "TIME_WAIT" and offset > 0:
+    if state in TIME_WAITS and offset > 0:
         pytest.skip("a higher SYN reopens TIME-WAIT (test_tcp_conformance_closing)")
     at = to_state(wire, state)
     wire.send(seq=(at.rcv_nxt + offset) & 0xFFFFFFFF, flags=SYN,
               options=TcpOptions(mss=MSS))
     assert_ack(only(wire.recv()), at)
-    assert at.ep.state is S[state]
+    assert at.ep.state is state_of(state)
     wire.send(seq=at.rcv_nxt, ack=at.snd_max, flags=SYN | ACK)  # a SYN-ACK too
     assert_ack(only(wire.recv()), at)
-    assert at.ep.state is S[state]
+    assert at.ep.state is state_of(state)
 
 
 # -- segments that fail the acceptability test (RFC 9293 §3.10.7.4 first check) ------------------
@@ -105,7 +107,7 @@ def test_out_of_window_segment_is_acked_and_dropped(wire: Wire, state: str) -> N
     assert_ack(only(wire.recv()), at)
     wire.send(seq=at.rcv_nxt + 10_000_000, ack=at.snd_max, flags=ACK)  # zero-length, outside
     assert_ack(only(wire.recv()), at)
-    assert ep.state is S[state] and ep.unread() == 0
+    assert ep.state is state_of(state) and ep.unread() == 0
     assert ep.rcv.rcv_nxt == at.rcv_nxt and not ep.rcv.ooo
 
 
@@ -116,7 +118,7 @@ def test_ack_of_unsent_data_is_acked_and_dropped(wire: Wire, state: str) -> None
     payload = b"" if state in _PEER_FIN else b"data"
     wire.send(seq=at.rcv_nxt, ack=at.snd_max + 5000, flags=ACK | PSH, payload=payload)
     assert_ack(only(wire.recv()), at)
-    assert at.ep.state is S[state] and at.ep.unread() == 0 and at.ep.snd.snd_una == una
+    assert at.ep.state is state_of(state) and at.ep.unread() == 0 and at.ep.snd.snd_una == una
 
 
 @pytest.mark.parametrize("state", SYNCHRONIZED)
@@ -125,7 +127,7 @@ def test_segment_without_ack_flag_is_dropped(wire: Wire, state: str) -> None:
     wire.send(seq=at.rcv_nxt, flags=PSH, payload=b"no ack here")
     wire.send(seq=at.rcv_nxt, flags=FIN)
     assert wire.recv() == []
-    assert at.ep.state is S[state] and at.ep.unread() == 0
+    assert at.ep.state is state_of(state) and at.ep.unread() == 0
     assert at.ep.rcv.rcv_nxt == at.rcv_nxt
 
 

@@ -209,3 +209,59 @@ def test_install_tcp_is_idempotent() -> None:
     s = VirtualNetwork().stack()
     t = install_tcp(s)
     assert install_tcp(s) is t and s.transports[6] is t and s.tcp is t  # type: ignore[attr-defined]
+
+
+# -- the receive window arithmetic against RFC 9293's formulas (seq_* helpers) --------------------
+
+def _acceptable_rfc(nxt: int, wnd: int, seq: int, seg_len: int) -> bool:
+    """RFC 9293 §3.10.7.4's four cases, written with the serial-number helpers."""
+    from aionetstack.wire.seqnum import seq_le, seq_lt
+
+    if seg_len == 0:
+        return seq == nxt if wnd == 0 else seq_le(nxt, seq) and seq_lt(seq, seq_add(nxt, wnd))
+    if wnd == 0:
+        return seq == nxt
+    last = seq_add(seq, seg_len - 1)
+    return (seq_le(nxt, seq) and seq_lt(seq, seq_add(nxt, wnd))) or (
+        seq_le(nxt, last) and seq_lt(last, seq_add(nxt, wnd)))
+
+
+_u32 = st.integers(0, 0xFFFFFFFF)
+
+
+@given(nxt=_u32, wnd=st.one_of(st.just(0), st.integers(1, 0xFFFF << 14)),
+       off=st.one_of(st.integers(-70_000, 70_000), _u32), seg_len=st.integers(0, 70_000))
+def test_acceptability_matches_rfc_9293(nxt: int, wnd: int, off: int, seg_len: int) -> None:
+    r = Receiver(1 << 30, 14)
+    r.rcv_nxt, r.rcv_adv = nxt, seq_add(nxt, wnd)
+    seq = seq_add(nxt, off)
+    assert r.rcv_wnd == wnd
+    assert r.acceptable(seq, seg_len) == _acceptable_rfc(nxt, wnd, seq, seg_len)
+
+
+@given(nxt=_u32, adv_off=st.integers(-5, 300_000), cap=st.integers(1, 1 << 20),
+       buffered=st.integers(0, 1 << 20), scale=st.integers(0, 14), mss=st.integers(64, 9000))
+def test_advertised_window_follows_the_rules(nxt: int, adv_off: int, cap: int, buffered: int,
+                                             scale: int, mss: int) -> None:
+    """The field never moves the right edge left, moves it right only by at least
+    min(capacity/2, MSS) (receiver SWS avoidance), and covers at most the free buffer rounded
+    up to the scale (RFC 9293 §3.8.6.2, RFC 7323 §2.3)."""
+    r = Receiver(cap, scale)
+    r.mss = mss
+    if buffered:
+        r.buffer.append(memoryview(bytes(min(buffered, cap + 10))))
+    r.rcv_nxt = nxt
+    r.rcv_adv = seq_add(nxt, adv_off)
+    old_right = seq_add(nxt, max(adv_off, 0))
+    field = r.advertise()
+    assert 0 <= field <= 0xFFFF
+    right = seq_add(nxt, field << scale)
+    assert r.rcv_adv == right
+    moved = seq_sub(right, old_right)
+    if adv_off <= 0xFFFF << scale:
+        assert moved >= 0  # the right edge never moves left (rounded up to the scale)
+    grew = seq_sub(right, seq_add(nxt, adv_off)) > (1 << scale) - 1
+    if grew and adv_off >= 0:  # beyond rounding the edge moved right: by a real increase
+        assert moved >= min(cap // 2, mss) - ((1 << scale) - 1)
+        free = max(cap - len(r.buffer), 0)
+        assert (field << scale) < min(free, 0xFFFF << scale) + (1 << scale)

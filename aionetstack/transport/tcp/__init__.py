@@ -14,6 +14,7 @@ for tests).  Module map:
 * ``rtt``        -- RTO computation (RFC 6298)
 * ``congestion`` -- the congestion-control interface, Reno (RFC 5681) and CUBIC (RFC 9438)
 * ``listen``     -- LISTEN, SYN queue, accept queue, SYN cookies (RFC 9293 §3.10.7.2, 4987)
+* ``timewait``   -- compact TIME-WAIT records for closed endpoints (RFC 9293 §3.10.7.4, 6191)
 * ``isn``        -- initial sequence numbers (RFC 6528) and SYN cookies
 * ``protocol``   -- demux, resets for unknown connections, ``install_tcp``
 * ``forwarder``  -- ``TcpForwarder``: connections to any address/port (transparent mode)

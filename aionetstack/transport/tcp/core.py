@@ -24,11 +24,12 @@ from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.transport.tcp.sender import Sender
 from aionetstack.transport.tcp.state import (
     CAN_RECEIVE,
+    TRANSITIONS,
     TcpState,
     check_transition,
 )
 from aionetstack.wire.checksum import PROTO_TCP
-from aionetstack.wire.seqnum import MASK, seq_add, seq_le, seq_lt
+from aionetstack.wire.seqnum import MASK, seq_add, seq_le
 from aionetstack.wire.tcp import (
     ACK,
     FIN,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 Addr = tuple[bytes, int]
 S = TcpState
+_HALF = 0x80000000  # seq_lt and friends, inline on the per-segment path
 # States in which the sender may transmit (data, FIN or retransmissions).
 _OUTPUT_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 _RST_ON_ABORT = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2,
@@ -71,11 +73,20 @@ def _wscale_for(capacity: int) -> int:
 
 
 
+def _inert(now: float) -> None:
+    """The callback of a finished endpoint's timers."""
+
+
+def _no_emit(seq: int, flags: int, payload: bytes | memoryview) -> None:
+    """The sender's output once its endpoint is finished."""
+
+
 class EndpointCore:
     """Connection state and output; see the module docstring."""
 
 
     __slots__ = (
+        "__weakref__",  # a ``TimeWait`` record refers to its endpoint weakly
         "_ack_bytes", "_ack_now", "_corked", "_delack_timer", "_ka_probes", "_ka_timer",
         "_keepalive", "_last_rx", "_linger_timer", "_pending_fin", "_rexmit_ts", "_rto_since",
         "_rto_timer",
@@ -202,14 +213,18 @@ class EndpointCore:
             return
         now = self.stack.now()
         rcv = self.rcv
+        snd = self.snd
+        mss = snd.mss
+        plen = len(payload)
         tsval = -1  # >= 0: the segment carries only a timestamp option (the header template)
         if flags & RST:
             window = 0
             options = None
         else:
-            rexmit = bool(payload or flags & FIN) and seq_lt(seq, self.snd.snd_max)
+            # a retransmission: seq_lt(seq, snd.snd_max), inline
+            rexmit = bool(plen or flags & FIN) and 0 < ((snd.snd_max - seq) & MASK) < _HALF
             if rexmit:  # counted in packets on the wire, as "sent" (a super-segment is several)
-                self.proto.stats["retransmitted"] += -(-len(payload) // self.snd.mss) or 1
+                self.proto.stats["retransmitted"] += -(-plen // mss) or 1
             if options is None:
                 ts_enabled = self.ts_enabled
                 if ts_enabled:
@@ -230,36 +245,35 @@ class EndpointCore:
         ack = rcv.rcv_nxt if flags & ACK else 0
         off = route.headroom
         if tsval >= 0:
-            l4 = 32 + len(payload)
-            buf = route.new_packet(l4)
+            l4 = 32 + plen
+            buf = bytearray(off + l4)  # route.new_packet(l4)
             pack_tcp_ts(buf, off, self.local[1], self.remote[1], seq, ack, flags, window, tsval,
                         self.ts_recent, payload)
             # a super-segment is cut into packets that get checksums of their own (TSO, GSO)
-            if not route.nic.tx_offload and len(payload) <= self.snd.mss:
+            if not route.nic.tx_offload and plen <= mss:
                 fill_tcp_checksum(buf, off, l4, route.local, route.remote)
         else:
-            l4 = 20 + (options.packed_len() if options is not None else 0) + len(payload)
-            buf = route.new_packet(l4)
+            l4 = 20 + (options.packed_len() if options is not None else 0) + plen
+            buf = bytearray(off + l4)  # route.new_packet(l4)
             pack_tcp(buf, off, src=route.local, dst=route.remote, sport=self.local[1],
                      dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
                      options=options, payload=payload,
-                     checksum=not route.nic.tx_offload and len(payload) <= self.snd.mss)
-        mss = self.snd.mss
+                     checksum=not route.nic.tx_offload and plen <= mss)
         try:
-            if len(payload) > mss:  # a super-segment for the link to cut (TSO)
+            if plen > mss:  # a super-segment for the link to cut (TSO)
                 self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True, gso=mss)
             else:
                 self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
         except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
             self.proto.stats.drop(f"send-{type(exc).__name__}")
         else:
-            self.proto.stats["sent"] += -(-len(payload) // mss) or 1
+            self.proto.stats["sent"] += -(-plen // mss) or 1
         if flags & ACK:
             self.last_ack_sent = ack
             self._ack_bytes = 0
             self._ack_now = False
-            self._delack_timer.cancel()
-        if (payload or flags & (SYN | FIN)) and not self._rto_timer.armed:
+            self._delack_timer.deadline = None  # cancel()
+        if (plen or flags & (SYN | FIN)) and self._rto_timer.deadline is None:  # not armed
             self._rto_timer.schedule(now + self.rtt.timeout())
 
     def _send_ack(self) -> None:
@@ -312,7 +326,9 @@ class EndpointCore:
 
     # -- state changes ----------------------------------------------------------------------------
     def _set_state(self, new: TcpState) -> None:
-        check_transition(self.state, new)
+        old = self.state
+        if new is not old and new not in TRANSITIONS[old]:
+            check_transition(old, new)  # raises IllegalTransition
         self.state = new
 
     def _established(self, now: float) -> None:
@@ -345,7 +361,8 @@ class EndpointCore:
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(S.TIME_WAIT)
         self._rto_timer.cancel()
-        self._linger_timer.schedule(now + 2 * self.proto.msl)
+        if not self.user_closed:  # else a ``TimeWait`` record takes over once the segment
+            self._linger_timer.schedule(now + 2 * self.proto.msl)  # is processed
 
     def recycle(self) -> None:
         """End TIME-WAIT early because a new incarnation of the 4-tuple is starting."""
@@ -355,19 +372,30 @@ class EndpointCore:
         self.error = err
         self._finish()
 
-    def _finish(self) -> None:
-        """Enter CLOSED: cancel timers, leave the demux tables, release the port."""
-        if self.state is not S.CLOSED:
-            self._set_state(S.CLOSED)
-        self._rto_timer.cancel()
-        self._delack_timer.cancel()
-        self._linger_timer.cancel()
-        self._ka_timer.cancel()
-        if self.snd.loss_timer is not None:
-            self.snd.loss_timer.cancel()
+    def _release(self) -> None:
+        """The connection is over (CLOSED, or TIME-WAIT handed to a ``TimeWait`` record):
+        cancel the timers and give the buffers back to the stack's budget.  Final for an
+        endpoint object: its timers and its sender no longer call back into it, so no
+        reference cycle keeps it alive once its owner lets go (it is freed by reference
+        counting, not by the cyclic garbage collector)."""
+        for t in (self._rto_timer, self._delack_timer, self._linger_timer, self._ka_timer,
+                  self.snd.loss_timer):
+            if t is not None:
+                t.deadline = None  # cancel()
+                t.callback = _inert
+        self.snd.emit = _no_emit
         self.rcv.release()
         self.snd.release()
+
+    def _finish(self) -> None:
+        """Enter CLOSED: cancel timers, leave the demux tables, release the port."""
+        st = self.state
+        if st is not S.CLOSED:
+            self._set_state(S.CLOSED)
+        self._release()
         proto = self.proto
+        if st is S.TIME_WAIT and self.user_closed:
+            proto.time_wait.forget(cast("TcpEndpoint", self))  # a record took over: it ends
         if self.local is not None and self.remote is not None:
             key = (self.local[0], self.local[1], self.remote[0], self.remote[1])
             if proto.connections.get(key) is self:

@@ -38,7 +38,9 @@ MSS (RFC 1122 §4.2.3.9, RFC 1191, RFC 5927 sequence check).
 Timers: ``_rto_timer`` (SYN/data retransmission and zero-window probes), ``_delack_timer``,
 ``_linger_timer`` (TIME-WAIT 2*MSL, and the FIN-WAIT-2 timeout of a closed endpoint),
 ``_ka_timer`` (keep-alive, off by default, RFC 9293 §3.8.4).  Reaching CLOSED cancels them all,
-removes the endpoint from the demux tables and releases its port.
+removes the endpoint from the demux tables and releases its port.  TIME-WAIT after the user has
+closed the endpoint is handed to a compact ``TimeWait`` record (``timewait``), which keeps the
+port and answers for the 4-tuple until 2*MSL is over; the endpoint reads TIME-WAIT until then.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from aionetstack.network.packet import PacketInfo
 from aionetstack.stack.addr import AddressLike, family_of, is_multicast, to_bytes, to_str
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
+from aionetstack.stack.timers import Timer
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.transport.tcp.congestion import make_cc
 from aionetstack.transport.tcp.listen import ListenQueue
@@ -148,10 +151,10 @@ class TcpEndpoint(SegmentInput):
         self._zwp_since: float | None = None  # first zero-window probe of this episode
         self._rexmit_ts: int | None = None  # TSval of our latest retransmission
         timers = self.stack.timers
-        self._rto_timer = timers.timer(self._on_rto)
-        self._delack_timer = timers.timer(self._on_delack)
-        self._linger_timer = timers.timer(self._on_linger)
-        self._ka_timer = timers.timer(self._on_keepalive)
+        self._rto_timer = Timer(timers, self._on_rto)
+        self._delack_timer = Timer(timers, self._on_delack)
+        self._linger_timer = Timer(timers, self._on_linger)
+        self._ka_timer = Timer(timers, self._on_keepalive)
         self._keepalive = False
         self.keepidle = 7200.0  # RFC 9293 §3.8.4 (MUST-27): at least two hours by default
         self.keepintvl = 75.0
@@ -315,12 +318,14 @@ class TcpEndpoint(SegmentInput):
         conns = self.proto.connections
         if self.reservation is None:
             local = route.local
+            tw = self.proto.time_wait
             self.reservation = stack.ports.reserve(
                 PROTO_TCP, self.family, None, 0, self.reuse_address, remote=(dst, port),
-                is_free=lambda p: (local, p, dst, port) not in conns)
+                is_free=lambda p: (local, p, dst, port) not in conns and (
+                    (local, p, dst, port) not in tw))
         lport = self.reservation.port
         key = (route.local, lport, dst, port)
-        if key in conns:
+        if key in conns or key in self.proto.time_wait:
             raise AddressNotAvailable("that 4-tuple is in use")
         self.local = (route.local, lport)
         self.remote = (dst, port)
@@ -517,6 +522,9 @@ class TcpEndpoint(SegmentInput):
             self.shutdown_write()
         if self.state is S.FIN_WAIT_2:
             self._linger_timer.schedule(self.stack.now() + self.proto.fin_timeout)
+        elif self.state is S.TIME_WAIT and self._linger_timer.deadline is not None:
+            # a compact record answers for what is left of 2*MSL
+            self.proto.time_wait.take_over(self, self._linger_timer.deadline)
 
     def abort(self) -> None:
         """Drop the connection at once, telling the peer with a RST (RFC 9293 §3.10.5)."""

@@ -103,7 +103,7 @@ class TcpForwarderRequest:
         if fwd.closed:
             raise StackClosed("the forwarder is closed")
         proto = fwd.stack.tcp
-        if self.key in proto.connections:
+        if self.key in proto.connections or self.key in proto.time_wait:
             raise AddressNotAvailable("that 4-tuple is in use")
         tpl = fwd._template(self.family)
         child = tpl.spawn_child(self._pkt, self._h)
@@ -198,7 +198,7 @@ class TcpForwarder:
         if self.pending >= self.max_pending:
             st.drop("forwarder-pending-limit")
             return
-        if len(proto.connections) >= self.stack.limits.max_connections:
+        if len(proto.connections) + len(proto.time_wait) >= self.stack.limits.max_connections:
             st.drop("connection-limit")
             proto.send_reset(pkt, h)
             return

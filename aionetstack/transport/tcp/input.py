@@ -3,7 +3,7 @@ for the synchronized states (PAWS, acceptability, RST, SYN, ACK, text, FIN)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aionetstack.errors import (
     ConnectionRefused,
@@ -18,9 +18,9 @@ from aionetstack.wire.seqnum import MASK, seq_add, seq_ge, seq_gt, seq_le, seq_l
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 
 if TYPE_CHECKING:
-    pass
+    from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
-from aionetstack.transport.tcp.core import S
+from aionetstack.transport.tcp.core import _HALF, S
 from aionetstack.transport.tcp.timeouts import EndpointTimers
 
 
@@ -37,6 +37,10 @@ class SegmentInput(EndpointTimers):
             self._last_rx = now
             self._ka_probes = 0
             self._input(h, now)
+            if self.state is S.TIME_WAIT and self.user_closed:
+                # nobody will read or write any more: a compact record answers for 2*MSL
+                self.proto.time_wait.take_over(cast("TcpEndpoint", self),
+                                               now + 2 * self.proto.msl)
 
     def _syn_sent_input(self, h: TcpHeader, now: float) -> None:
         flags = h.flags
@@ -139,7 +143,8 @@ class SegmentInput(EndpointTimers):
         seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         ts = h.options.timestamp if self.ts_enabled else None
         # PAWS (RFC 7323 §5.3)
-        if ts is not None and not flags & RST and seq_lt(ts[0], self.ts_recent):
+        if ts is not None and not flags & RST and 0 < (self.ts_recent - ts[0]) & MASK < _HALF:
+            # seq_lt(TSval, TS.Recent)
             self.proto.stats.drop("paws")
             self._send_ack()
             return
@@ -188,19 +193,20 @@ class SegmentInput(EndpointTimers):
             else:
                 self._emit(ack, RST)
                 return
-        if seq_gt(ack, snd.snd_max):  # RFC 5961 §5.2: ACK of unsent data
+        if 0 < (ack - snd.snd_max) & MASK < _HALF:  # RFC 5961 §5.2: ACK of unsent data
             self._challenge_ack()
             return
-        if seq_lt(ack, (snd.snd_una - max(snd.max_snd_wnd, 1)) & MASK):
+        wnd = snd.max_snd_wnd
+        if 0 < (snd.snd_una - (wnd if wnd > 1 else 1) - ack) & MASK < _HALF:
             self._challenge_ack()  # RFC 5961 §5.2: too old an ACK
             return
-        if ts is not None and seq_le(seq, self.last_ack_sent):
+        if ts is not None and (self.last_ack_sent - seq) & MASK < _HALF:  # seq =< last ACK
             self.ts_recent = ts[0]  # RFC 7323 §4.3
         ts_rtt: float | None = None
-        if (ts is not None and ts[1] and seq_gt(ack, snd.snd_una) and (
+        if (ts is not None and ts[1] and 0 < (ack - snd.snd_una) & MASK < _HALF and (
                 self._rexmit_ts is None or seq_ge(ts[1], self._rexmit_ts))):
             # an echo older than our latest retransmission is ambiguous (Karn, RFC 6298 §3)
-            d = (self._tsval(now) - ts[1]) & MASK
+            d = (int(now * 1000) + self.ts_offset - ts[1]) & MASK  # _tsval(now) - TSecr
             if d < 0x80000000:
                 ts_rtt = d / 1000.0
         changed = snd.update_window(seq, ack, h.window)
@@ -224,13 +230,13 @@ class SegmentInput(EndpointTimers):
                 st = self.state  # ... or shut down writing
         elif snd.snd_wnd == 0:
             snd.retries = 0  # the peer answers our probes: a closed window is no failure
+        fin_wait_2 = False
         if snd.fin_acked():
             if st is S.FIN_WAIT_1:
                 self._set_state(S.FIN_WAIT_2)
                 self._rto_timer.cancel()
-                if self.user_closed:
-                    self._linger_timer.schedule(now + self.proto.fin_timeout)
-            elif st is S.CLOSING:
+                fin_wait_2 = self.user_closed  # the FIN-WAIT-2 timeout, unless the peer's FIN
+            elif st is S.CLOSING:  # on this very segment ends FIN-WAIT-2 at once (below)
                 self._enter_time_wait(now)
             elif st is S.LAST_ACK:
                 self._finish()
@@ -242,6 +248,8 @@ class SegmentInput(EndpointTimers):
             return
         if self.state is S.CLOSED:
             return  # a waiter callback closed or aborted us while we were notifying
+        if fin_wait_2 and self.state is S.FIN_WAIT_2 and self._linger_timer.deadline is None:
+            self._linger_timer.schedule(now + self.proto.fin_timeout)
         self._output(now, cork=True)
         if self._ack_now:
             self._send_ack()

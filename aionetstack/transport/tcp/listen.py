@@ -120,7 +120,7 @@ def listen_input(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader) -> None:
 def over_limits(proto: TcpProtocol) -> bool:
     """Must a new connection be refused (``max_connections``, ``max_buffer_bytes``)?  Counts
     the reason when it must."""
-    if len(proto.connections) >= proto.stack.limits.max_connections:
+    if len(proto.connections) + len(proto.time_wait) >= proto.stack.limits.max_connections:
         proto.stats.drop("connection-limit")
         return True
     if proto.memory.over():

@@ -32,9 +32,10 @@ from aionetstack.transport.tcp.endpoint import TcpEndpoint
 from aionetstack.transport.tcp.isn import IsnGenerator, SynCookies
 from aionetstack.transport.tcp.listen import listen_input
 from aionetstack.transport.tcp.state import TcpState
+from aionetstack.transport.tcp.timewait import TimeWaitTable, reopens_time_wait
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.errors import MalformedPacket
-from aionetstack.wire.seqnum import seq_add, seq_gt, seq_lt
+from aionetstack.wire.seqnum import seq_add
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader, pack_tcp, parse_tcp, tcp_checksum_ok
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class TcpProtocol:
         self.connections: dict[ConnKey, TcpEndpoint] = {}
         self.listeners: dict[ListenKey, TcpEndpoint] = {}
         self.endpoints: set[TcpEndpoint] = set()
+        # user-closed connections in TIME-WAIT, without their endpoints (``timewait``)
+        self.time_wait = TimeWaitTable(self)
         self.forwarder: TcpForwarder | None = None  # step 4: unmatched SYNs (forwarder.py)
         self.isn = IsnGenerator(stack.rng)
         self.isn_override: int | None = None
@@ -125,16 +128,29 @@ class TcpProtocol:
         # none of SYN/ACK/RST: never valid for a connection or a listener (RFC 9293 §3.10.7.2,
         # §3.10.7.4 "if the ACK bit is off, drop"); a closed port still answers with a reset
         no_control = not f & (SYN | ACK | RST)
-        ep = self.connections.get((pkt.dst, h.dport, pkt.src, h.sport))
+        key = (pkt.dst, h.dport, pkt.src, h.sport)
+        ep = self.connections.get(key)
         if ep is not None:
             if no_control:
                 st.drop("bad-flags")
                 return
             if not (ep.state is TcpState.TIME_WAIT and h.flags & (SYN | ACK | RST) == SYN
-                    and _reopens_time_wait(ep, h)):
+                    and reopens_time_wait(ep.ts_recent if ep.ts_enabled else None,
+                                          ep.rcv.rcv_nxt, h)):
                 ep.segment_arrived(h)
                 return
             ep.recycle()
+        else:
+            tw = self.time_wait.records.get(key)
+            if tw is not None:
+                if no_control:
+                    st.drop("bad-flags")
+                    return
+                if not (h.flags & (SYN | ACK | RST) == SYN
+                        and reopens_time_wait(tw.ts_recent, tw.rcv_nxt, h)):
+                    self.time_wait.segment_arrived(tw, h)
+                    return
+                self.time_wait.end(tw)
         lst = self.listeners.get((pkt.dst, h.dport, pkt.family)) or self.listeners.get(
             (None, h.dport, pkt.family))
         if lst is not None and lst.state is TcpState.LISTEN:
@@ -175,8 +191,14 @@ class TcpProtocol:
     def icmp_error(self, err: IcmpError) -> None:
         """Hard errors abort a connection attempt; others are ignored (RFC 1122 §4.2.3.9)."""
         sport, dport = err.ports
-        ep = self.connections.get((err.src, sport, err.dst, dport))
+        key = (err.src, sport, err.dst, dport)
+        ep = self.connections.get(key)
         if ep is None:
+            if key in self.time_wait and len(err.l4) >= 8:
+                # as the endpoint would: nothing is in flight in TIME-WAIT (RFC 5927 §4.1)
+                self.stats["icmp-error"] += 1
+                self.stats.drop("icmp-stale-seq")
+                return
             self.stats["icmp-error-ignored"] += 1
             return
         self.stats["icmp-error"] += 1
@@ -193,17 +215,7 @@ class TcpProtocol:
     def close_all(self) -> None:
         for ep in list(self.endpoints):
             ep.abort()
-
-
-def _reopens_time_wait(ep: TcpEndpoint, h: TcpHeader) -> bool:
-    """May this SYN end TIME-WAIT and start a new incarnation of the 4-tuple?  Its sequence
-    number is beyond the old connection's (RFC 1122 §4.2.2.13), or, when the old connection used
-    timestamps, its TSval is newer (RFC 6191); a SYN whose TSval is older fails PAWS (Linux
-    ``tcp_timewait_state_process``)."""
-    ts = h.options.timestamp if ep.ts_enabled else None
-    if ts is not None and seq_lt(ts[0], ep.ts_recent):
-        return False
-    return seq_gt(h.seq, ep.rcv.rcv_nxt) or (ts is not None and seq_gt(ts[0], ep.ts_recent))
+        self.time_wait.close_all()
 
 
 def install_tcp(stack: CoreStack) -> TcpProtocol:

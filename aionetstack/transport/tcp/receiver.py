@@ -36,7 +36,9 @@ from typing import Final
 from aionetstack.stack.limits import TcpMemory
 from aionetstack.stack.stats import Counters
 from aionetstack.transport.tcp.bytequeue import ByteQueue
-from aionetstack.wire.seqnum import seq_add, seq_le, seq_lt, seq_sub
+from aionetstack.wire.seqnum import MASK, seq_add, seq_le, seq_lt, seq_sub
+
+_HALF: Final = 0x80000000
 
 #: Out-of-order blocks kept per connection: ``max(MIN_OOO_BLOCKS, capacity // 1024)`` (256 for
 #: the default 256 KiB buffer -- a full window of 1460-byte segments has at most 180 holes).
@@ -86,7 +88,8 @@ class Receiver:
 
     @property
     def rcv_wnd(self) -> int:
-        return max(seq_sub(self.rcv_adv, self.rcv_nxt), 0)
+        d = (self.rcv_adv - self.rcv_nxt) & MASK
+        return 0 if d & _HALF else d  # max(seq_sub(rcv_adv, rcv_nxt), 0)
 
     # -- window ------------------------------------------------------------------------------
     def _free(self) -> int:
@@ -98,43 +101,51 @@ class Receiver:
 
     def window_increase(self) -> int:
         """How far the right edge would move if a window were advertised now (SWS-filtered)."""
-        right = seq_add(self.rcv_nxt, min(self._free(), 0xFFFF << self.rcv_wscale))
-        grow = seq_sub(right, self.rcv_adv)
-        if grow < min(self.capacity // 2, self.mss):
+        # the arithmetic of seq_add / seq_sub, inline: this runs for every segment sent
+        free = self.capacity - len(self.buffer)
+        cap = 0xFFFF << self.rcv_wscale
+        offer = 0 if free <= 0 else free if free < cap else cap
+        grow = (self.rcv_nxt + offer - self.rcv_adv) & MASK  # right edge - rcv_adv
+        if grow & _HALF:
+            return 0
+        half = self.capacity // 2
+        if grow < (half if half < self.mss else self.mss):
             return 0
         return grow
 
     def advertise(self, syn: bool = False) -> int:
         """The window field for an outgoing segment; moves ``rcv_adv``."""
+        nxt = self.rcv_nxt
         if syn:
             wnd = min(self._free(), 0xFFFF)
-            self.rcv_adv = seq_add(self.rcv_nxt, wnd)
+            self.rcv_adv = (nxt + wnd) & MASK
             return wnd
+        adv = self.rcv_adv
         grow = self.window_increase()
         if grow > 0:
-            self.rcv_adv = seq_add(self.rcv_adv, grow)
-        wnd = self.rcv_wnd
+            adv = (adv + grow) & MASK
+        wnd = (adv - nxt) & MASK
+        if wnd & _HALF:
+            wnd = 0
         scale = self.rcv_wscale
-        field = min((wnd + (1 << scale) - 1) >> scale, 0xFFFF)
-        self.rcv_adv = seq_add(self.rcv_nxt, field << scale)
-        if seq_lt(self.rcv_adv, self.rcv_nxt):  # pragma: no cover - defensive
-            self.rcv_adv = self.rcv_nxt
+        field = (wnd + (1 << scale) - 1) >> scale
+        if field > 0xFFFF:
+            field = 0xFFFF
+        # never behind rcv_nxt: field << scale < 2**30
+        self.rcv_adv = (nxt + (field << scale)) & MASK
         return field
 
     # -- data ----------------------------------------------------------------------------------
     def acceptable(self, seq: int, seg_len: int) -> bool:
-        """RFC 9293 §3.10.7.4 segment acceptability test."""
-        wnd = self.rcv_wnd
+        """RFC 9293 §3.10.7.4 segment acceptability test.  ``RCV.NXT =< x < RCV.NXT+RCV.WND``
+        is ``(x - RCV.NXT) mod 2**32 < RCV.WND`` (``seq_in_window``; the window is < 2**31)."""
         nxt = self.rcv_nxt
-        if seg_len == 0:
-            if wnd == 0:
-                return seq == nxt
-            return seq_le(nxt, seq) and seq_lt(seq, seq_add(nxt, wnd))
-        if wnd == 0:
+        wnd = (self.rcv_adv - nxt) & MASK
+        if wnd == 0 or wnd & _HALF:  # no window
             return seq == nxt  # allowance for ACK/RST/FIN processing; the text is trimmed
-        last = seq_add(seq, seg_len - 1)
-        return (seq_le(nxt, seq) and seq_lt(seq, seq_add(nxt, wnd))) or (
-            seq_le(nxt, last) and seq_lt(last, seq_add(nxt, wnd)))
+        if ((seq - nxt) & MASK) < wnd:
+            return True
+        return seg_len > 0 and ((seq + seg_len - 1 - nxt) & MASK) < wnd
 
     def on_data(self, seq: int, data: memoryview, fin: bool) -> tuple[int, bool]:
         """Take a segment's text (and FIN).  Returns (bytes now readable in order, out_of_order)."""
@@ -179,7 +190,8 @@ class Receiver:
         self.ooo_bytes -= moved
         acct = self.account
         if acct is not None:
-            acct.add_ooo(-moved)
+            if moved:
+                acct.add_ooo(-moved)
             acct.add(delivered)
         if self.fin_seq is not None and not self.fin_received and self.fin_seq == nxt:
             self.fin_received = True
