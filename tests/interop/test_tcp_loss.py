@@ -35,28 +35,28 @@ from .test_tcp_kernel import (
 
 pytestmark = pytest.mark.timeout(120)
 
-# Each chain drops the 11th TCP packet of every 50 it sees (so a run of more than ten packets
-# is surely hit, even with TSO/GSO where 2 MB is only a few dozen super-segments) plus a random
-# share on top: ``pct`` per cent in all.
+# Each chain drops ``pct`` per cent of TCP packets at random, and also the 4th of every 20
+# packets that carry data (longer than 120 bytes), so that data is surely lost both ways and
+# retransmitted, even with TSO/GSO where 2 MB is only a few dozen super-segments.
 NFT_LOSS = """
 table inet t {
     chain out {
         type filter hook output priority 0; policy accept;
-        meta l4proto tcp numgen inc mod 50 == 10 counter drop
-        meta l4proto tcp numgen random mod 100 < %(rnd)d counter drop
+        meta l4proto tcp meta length > 120 numgen inc mod 20 == 3 counter drop
+        meta l4proto tcp numgen random mod 100 < %(pct)d counter drop
     }
     chain in {
         type filter hook input priority 0; policy accept;
-        meta l4proto tcp numgen inc mod 50 == 10 counter drop
-        meta l4proto tcp numgen random mod 100 < %(rnd)d counter drop
+        meta l4proto tcp meta length > 120 numgen inc mod 20 == 3 counter drop
+        meta l4proto tcp numgen random mod 100 < %(pct)d counter drop
     }
 }
 """
 
 
 def nft_loss(pct: int) -> str:
-    """The loss table for ``pct`` % (at least 2: the deterministic share)."""
-    return NFT_LOSS % {"rnd": pct - 2}
+    """The loss table: ``pct`` % at random plus one data packet in 20."""
+    return NFT_LOSS % {"pct": pct}
 
 
 async def nft(netns: str, script: str) -> None:
