@@ -315,7 +315,7 @@ class Sender(LossRecovery):
         prev_flight = seq_sub(self.snd_nxt, self.snd_una)
         if self.sack_ok:
             prev_flight = self.rq.pipe(seq_sub(self.snd_max, self.snd_una))
-            if acked > 0:
+            if acked > 0 and self.sb.blocks:  # (nothing to prune from an empty scoreboard)
                 self.sb.prune(ack)
             if sack_blocks:
                 self.sb.update(sack_blocks, ack, self.snd_max)
