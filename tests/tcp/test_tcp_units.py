@@ -265,3 +265,26 @@ def test_advertised_window_follows_the_rules(nxt: int, adv_off: int, cap: int, b
         assert moved >= min(cap // 2, mss) - ((1 << scale) - 1)
         free = max(cap - len(r.buffer), 0)
         assert (field << scale) < min(free, 0xFFFF << scale) + (1 << scale)
+
+
+@given(samples=st.lists(st.floats(0, 5, allow_nan=False), min_size=1, max_size=20),
+       min_rto=st.sampled_from([0.0, 0.2, 1.0]), backoff=st.integers(0, 40))
+def test_rto_follows_rfc_6298(samples: list[float], min_rto: float, backoff: int) -> None:
+    """SRTT/RTTVAR per RFC 6298 §2, RTO = SRTT + max(G, 4 RTTVAR, min_rto) capped at max_rto
+    (the floor bounds the variance term, as Linux), doubled per backoff (§5.5) up to max_rto."""
+    est = RttEstimator(initial_rto=1.0, min_rto=min_rto, max_rto=60.0)
+    srtt: float | None = None
+    var = 0.0
+    for r in samples:
+        r = max(r, 0.001)
+        if srtt is None:
+            srtt, var = r, r / 2
+        else:
+            var = 0.75 * var + 0.25 * abs(srtt - r)
+            srtt = 0.875 * srtt + 0.125 * r
+        est.sample(r)
+        assert est.srtt == pytest.approx(srtt) and est.rttvar == pytest.approx(var)
+        assert est.rto == pytest.approx(min(srtt + max(0.001, 4 * var, min_rto), 60.0))
+    for _ in range(backoff):
+        est.on_expiry()
+    assert est.timeout() == pytest.approx(min(est.rto * 2 ** min(backoff, 30), 60.0))

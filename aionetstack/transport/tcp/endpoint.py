@@ -551,7 +551,7 @@ class TcpEndpoint(SegmentInput):
             return r & mask
         if self.rcv.buffer or self.rcv.fin_received:
             r |= EVENT_IN
-        if st in CAN_SEND and self.snd.writable() and not self.snd.fin_queued:
+        if mask & EVENT_OUT and st in CAN_SEND and self.snd.writable() and not self.snd.fin_queued:
             r |= EVENT_OUT
         if self.error is not None:
             r |= EVENT_ERR | EVENT_IN | EVENT_OUT

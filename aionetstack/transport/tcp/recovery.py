@@ -206,8 +206,10 @@ class LossRecovery:
 
     def _rack_update(self, done: list[Delivered], now: float) -> None:
         """RFC 8985 §6.2 steps 1-2 for the entries this ACK delivered."""
-        for order, xmit, end, retrans in sorted(done, key=lambda d: (d[0], seq_sub(
-                d[2], self.snd_una))):
+        una = self.snd_una
+        single = len(done) == 1  # the usual case: one segment delivered, nothing to sort
+        for order, xmit, end, retrans in done if single else sorted(
+                done, key=lambda d: (d[0], seq_sub(d[2], una))):
             rtt = now - xmit
             if retrans and rtt < self.min_rtt:
                 continue  # the ACK may be for the original transmission (§6.2 step 1)
@@ -217,8 +219,8 @@ class LossRecovery:
             if self.rack_xmit is None or order > self.rack_order or (
                     order == self.rack_order and seq_gt(end, self.rack_end)):  # RACK_sent_after
                 self.rack_xmit, self.rack_order, self.rack_end = xmit, order, end
-        una = self.snd_una
-        for _, _, end, retrans in sorted(done, key=lambda d: seq_sub(d[2], una)):
+        for _, _, end, retrans in done if single else sorted(
+                done, key=lambda d: seq_sub(d[2], una)):
             if seq_gt(end, self.rack_fack):
                 self.rack_fack = end
             elif seq_lt(end, self.rack_fack) and not retrans:

@@ -30,20 +30,31 @@ class RttEstimator:
         self.backoff = 0
 
     def sample(self, r: float) -> None:
-        r = max(r, CLOCK_GRANULARITY)
-        if self.srtt is None:
-            self.srtt = r
-            self.rttvar = r / 2
+        # (max and min written out: this runs for most ACKs)
+        if r < CLOCK_GRANULARITY:
+            r = CLOCK_GRANULARITY
+        srtt = self.srtt
+        if srtt is None:
+            self.srtt = srtt = r
+            self.rttvar = var = r / 2
         else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
-            self.srtt = 0.875 * self.srtt + 0.125 * r
-        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar, self.min_rto)
-        self.rto = min(rto, self.max_rto)
+            self.rttvar = var = 0.75 * self.rttvar + 0.25 * abs(srtt - r)
+            self.srtt = srtt = 0.875 * srtt + 0.125 * r
+        k = 4 * var  # max(G, K*RTTVAR, min_rto)
+        if k < CLOCK_GRANULARITY:
+            k = CLOCK_GRANULARITY
+        if k < self.min_rto:
+            k = self.min_rto
+        rto = srtt + k
+        self.rto = rto if rto < self.max_rto else self.max_rto
         self.backoff = 0
 
     def timeout(self) -> float:
         """The current (backed-off) retransmission timeout."""
-        return min(self.rto * (1 << min(self.backoff, 30)), self.max_rto)
+        rto = self.rto
+        if self.backoff:
+            rto *= 1 << min(self.backoff, 30)
+        return rto if rto < self.max_rto else self.max_rto
 
     def on_expiry(self) -> None:
         self.backoff += 1

@@ -154,13 +154,15 @@ class Sender(LossRecovery):
         with ``nodelay``: each write is a segment of its own then.
         """
         sack = self.sack_ok
-        sent = sack and self.retransmit_lost(now)
+        rq = self.rq
+        sent = bool(sack and rq.lost) and self.retransmit_lost(now)
         buf = self.buffer
         while True:
             room = self.seg_max
             flight = seq_sub(self.snd_nxt, self.snd_una)
             if sack and self.snd_nxt == self.snd_max:
-                flight = self.rq.pipe(flight)  # SACKed and lost data are not in flight
+                if rq.sacked or rq.lost or rq.retrans or flight < 0:  # else pipe == flight
+                    flight = rq.pipe(flight)  # SACKed and lost data are not in flight
             elif self.sb.blocks and seq_lt(self.snd_nxt, self.snd_max):
                 # resending after a timeout: skip what the receiver holds (SACKed)
                 self.snd_nxt, room = self.sb.skip(self.snd_nxt, self.mss)
@@ -315,7 +317,7 @@ class Sender(LossRecovery):
         prev_flight = seq_sub(self.snd_nxt, self.snd_una)
         if self.sack_ok:
             prev_flight = self.rq.pipe(seq_sub(self.snd_max, self.snd_una))
-            if acked > 0:
+            if acked > 0 and self.sb.blocks:  # (nothing to prune from an empty scoreboard)
                 self.sb.prune(ack)
             if sack_blocks:
                 self.sb.update(sack_blocks, ack, self.snd_max)
