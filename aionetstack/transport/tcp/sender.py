@@ -50,7 +50,8 @@ class Sender(LossRecovery):
         "snd_wl2", "snd_wnd", "snd_wscale",
     )
 
-    def __init__(self, emit: Emit, capacity: int, rtt: RttEstimator) -> None:
+    def __init__(self, emit: Emit, capacity: int, rtt: RttEstimator,
+                 cc: CongestionControl | None = None) -> None:
         self.emit = emit
         self.capacity = capacity
         self.rtt = rtt
@@ -65,7 +66,7 @@ class Sender(LossRecovery):
         # multiple of ``mss`` up to ``gso_limit``; the link cuts it into MSS-sized segments
         self.gso_limit = 0
         self.seg_max = 536
-        self.cc: CongestionControl = Reno(self.mss)
+        self.cc: CongestionControl = cc if cc is not None else Reno(self.mss)
         self.buffer = ByteQueue()
         self.account: TcpMemory | None = None  # the stack's TCP memory (Limits)
         self.fin_queued = False
