@@ -82,6 +82,8 @@ _IPV6_EXT: Final = frozenset({0, 43, 60})
 
 _HDR = struct.Struct("=BBHHHH")
 _PACK_SEQ = struct.Struct("!I").pack_into
+_PACK_U16 = struct.Struct("!H")
+_PACK_LEN_ID = struct.Struct("!HH")  # IPv4 total length, identification
 NO_OFFLOAD: Final = bytes(VIRTIO_NET_HDR_LEN)
 
 
@@ -275,39 +277,33 @@ def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int,
     total = len(payload)
     count = max(1, -(-total // gso_size))
     out: list[bytearray] = []
-    pack = _PACK_SEQ
     sums = piece_sums(payload, gso_size) if fill_checksums else []
+    # the flags of the first, middle and last pieces (as the kernel's tcp_gso_segment)
+    first = tcp_flags & ~(TCP_FLAG_FIN | TCP_FLAG_PSH)
+    middle = first & ~TCP_FLAG_CWR
+    last = tcp_flags & ~TCP_FLAG_CWR if count > 1 else tcp_flags
+    pack_ip = _PACK_LEN_ID.pack_into
+    pack_ipsum = _PACK_U16.pack_into
+    pack_seq = _PACK_SEQ
     for k in range(count):
         start = k * gso_size
-        piece = payload[start:start + gso_size]
-        n = len(piece)
-        seg = headers + piece
-        l4_len = thl + n
+        seg = headers + payload[start:start + gso_size]
+        l4_len = len(seg) - l4
+        f = middle if 0 < k < count - 1 else (first if k < count - 1 else last)
+        s = (seq + start) & 0xFFFFFFFF
         if v4:
             tot = ihl + l4_len
             i = (ident + k) & 0xFFFF
-            seg[l3 + 2] = tot >> 8
-            seg[l3 + 3] = tot & 0xFF
-            seg[l3 + 4] = i >> 8
-            seg[l3 + 5] = i & 0xFF
-            c = finish(ip_base + tot + i)
-            seg[l3 + 10] = c >> 8
-            seg[l3 + 11] = c & 0xFF
+            pack_ip(seg, l3 + 2, tot, i)
+            p = (ip_base + tot + i) % 0xFFFF  # finish(): a zero sum of non-zero words is 0
+            pack_ipsum(seg, l3 + 10, ~p & 0xFFFF if p else 0)
         else:
-            seg[l3 + 4] = l4_len >> 8
-            seg[l3 + 5] = l4_len & 0xFF
-        s = (seq + start) & 0xFFFFFFFF
-        f = tcp_flags
-        if k != count - 1:
-            f &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH)
-        if k:
-            f &= ~TCP_FLAG_CWR
-        pack(seg, l4 + 4, s)
+            pack_ipsum(seg, l3 + 4, l4_len)
+        pack_seq(seg, l4 + 4, s)
         seg[l4 + 13] = f
         if fill_checksums:
-            c = finish(tcp_base + l4_len + (s >> 16) + (s & 0xFFFF) + f + sums[k])
-            seg[l4 + 16] = c >> 8
-            seg[l4 + 17] = c & 0xFF
+            pack_ipsum(seg, l4 + 16,
+                       finish(tcp_base + l4_len + (s >> 16) + (s & 0xFFFF) + f + sums[k]))
         out.append(seg)
     return out
 

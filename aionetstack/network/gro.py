@@ -55,8 +55,9 @@ _TS_ONLY = b"\x01\x01\x08\x0a"  # NOP, NOP, timestamp: the only options a folded
 
 
 class _Chain:
-    __slots__ = ("ack", "acks", "frames", "hlen", "l3", "nxt", "psh", "sig", "size", "small",
-                 "sum", "total", "v6")
+    __slots__ = ("ack", "acks", "addrs", "frames", "hlen", "l3", "len_base", "len_shift", "mask",
+                 "nxt", "psh", "psh_shift", "ref", "seq_shift", "sig", "size", "small", "sum",
+                 "t", "total", "v6")
 
     def __init__(self, first: memoryview, l3: int, hlen: int, nxt: int, size: int,
                  sig: tuple[object, ...], psh: bool, v6: bool, big: int, small: int) -> None:
@@ -73,6 +74,11 @@ class _Chain:
         self.small = small  # their pseudo-header words, added
         self.acks = size == 0  # a run of pure ACKs (only the last is delivered)
         self.ack = 0
+        # the fast path's view of the headers (set by ``Gro._template``): the first frame's
+        # headers as one integer, and the mask of the bits every later segment must repeat
+        self.ref = self.mask = 0
+        self.t = self.addrs = self.len_base = 0
+        self.seq_shift = self.len_shift = self.psh_shift = 0
 
 
 # IPv4 header (no options) + TCP header; IPv6 header + TCP header: one unpack per segment.
@@ -86,10 +92,11 @@ _V6 = struct.Struct("!IHBBQQQQ" + _TCP)
 class Gro:
     """Per-NIC merge state for one batch at a time (nothing is held between batches)."""
 
-    __slots__ = ("local", "nic", "stats")
+    __slots__ = ("_masks", "local", "nic", "stats")
 
     def __init__(self, nic: NIC) -> None:
         self.nic = nic
+        self._masks: dict[tuple[int, bool, int], tuple[int, int, int, int, int, int]] = {}
         self.local = nic.stack._local
         self.stats = {"gro_merged": 0, "gro_packets": 0, "gro_bad_sum": 0,
                       "gro_acks_folded": 0}
@@ -105,8 +112,37 @@ class Gro:
         unpack6 = _V6.unpack_from
         from_bytes = _from_bytes
         chains: dict[bytes, _Chain] = {}
+        cur: _Chain | None = None  # the data chain the last segment went to
         for f in frames:
             n = len(f)
+            if cur is not None and n > cur.hlen:
+                # fast path: the next segment of the same flow.  Its headers, read as one
+                # integer, must equal the chain's first headers everywhere but in the fields
+                # that vary (lengths, IPv4 ID, checksums, sequence number, PSH); the rest of the
+                # rules are checked on the extracted fields, exactly as on the full path below.
+                hl = cur.hlen
+                h = from_bytes(f[:hl], "big")
+                if (not (h ^ cur.ref) & cur.mask and not cur.psh
+                        and (h >> cur.seq_shift) & 0xFFFFFFFF == cur.nxt
+                        and (h >> cur.len_shift) & 0xFFFF == n - cur.len_base
+                        and n - hl <= cur.size and cur.total == cur.size * len(cur.frames)
+                        and hl - l3 + cur.total + n - hl <= _MAX_IP
+                        and not (verify and not cur.v6
+                                 and from_bytes(f[l3:l3 + 20], "big") % 0xFFFF)):
+                    plen = n - hl
+                    cur.frames.append(f)
+                    cur.total += plen
+                    cur.nxt = (cur.nxt + plen) & 0xFFFFFFFF
+                    cur.psh = (h >> cur.psh_shift) & 1
+                    if verify:
+                        t = cur.t
+                        big = from_bytes(f[t:], "big")
+                        if (n - t) & 1:
+                            big <<= 8
+                        cur.sum += big
+                        cur.small += cur.addrs + 6 + n - t
+                    continue
+            cur = None
             if n < l3 + 40 or (l3 and f[12] != 0x08 and f[12] != 0x86):
                 self._alone(chains, f)
                 continue
@@ -171,6 +207,7 @@ class Gro:
                     if verify:
                         c.sum += big
                         c.small += small
+                    cur = c if c.ref else None
                     continue
                 del chains[key]
                 self._deliver(c)
@@ -178,10 +215,33 @@ class Gro:
                 # not ours: forwarding (or dropping) is the network layer's business
                 self._alone(chains, f)
                 continue
-            chains[key] = _Chain(f, l3, t + thl, (seq + plen) & 0xFFFFFFFF, plen, sig, psh, v6,
-                                 big, small)
+            c = chains[key] = _Chain(f, l3, t + thl, (seq + plen) & 0xFFFFFFFF, plen, sig, psh,
+                                     v6, big, small)
+            self._template(c, f, t, src + dst)
+            cur = c if c.ref else None
         for c in chains.values():
             self._deliver(c)
+
+    def _template(self, c: _Chain, f: memoryview, t: int, addrs: int) -> None:
+        """Prepare chain ``c`` (first segment ``f``, TCP header at ``t``) for the fast path."""
+        l3 = c.l3
+        hl = c.hlen
+        k = (l3, c.v6, hl)
+        m = self._masks.get(k)
+        if m is None:
+            mask = bytearray(b"\xff" * hl)
+            # what may differ between merged segments (see the module docstring)
+            varying = [(l3 + 4, 2)] if c.v6 else [(l3 + 2, 4), (l3 + 10, 2)]
+            varying += [(t + 4, 4), (t + 16, 2)]
+            for at, w in varying:
+                mask[at:at + w] = bytes(w)
+            mask[t + 13] &= ~_PSH & 0xFF
+            len_at, len_base = (l3 + 4, l3 + 40) if c.v6 else (l3 + 2, l3)
+            m = self._masks[k] = (_from_bytes(mask, "big"), 8 * (hl - t - 8),
+                                  8 * (hl - len_at - 2), len_base, 8 * (hl - t - 14) + 3, t)
+        c.mask, c.seq_shift, c.len_shift, c.len_base, c.psh_shift, c.t = m
+        c.ref = _from_bytes(f[:hl], "big")
+        c.addrs = addrs
 
     def _alone(self, chains: dict[bytes, _Chain], f: memoryview) -> None:
         """Deliver a frame that is not merged, after everything pending: control segments,

@@ -9,14 +9,18 @@ parsed back with scapy.
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from core_helpers import PEER4, PEER6, STACK4, STACK6, to_stack, wired_stack
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from aionetstack.errors import ConnectStarted
+from aionetstack.network.gro import Gro
 from aionetstack.testing import VirtualNetwork
 from aionetstack.transport.tcp import TcpState, install_tcp
 
@@ -301,3 +305,81 @@ def test_a_frame_for_another_mac_is_never_merged_into_ours() -> None:
     got = r.batch(*frames)
     assert [len(payload(p)) for p in got] == [1000, 1000, 1000]
     assert r.stack.stats()["ethernet"]["dropped.not-for-us"] >= 1
+
+
+# -- the fast path (next segment of the same flow) decides exactly as the full path ------------
+_PERTURB = ["none", "ttl", "tos", "window", "ack", "ts", "psh", "gap", "short", "long", "id",
+            "badsum", "sport", "mac", "srcmac", "ipsum", "pad", "shortpad"]
+
+
+def _frame(i: int, how: str, l2: bool, v6: bool) -> bytes:
+    kw: dict[str, Any] = {"size": 700, "v6": v6}
+    if how == "sport":
+        kw["sport"] = 4001
+    elif how == "ack":
+        kw["ack"] = ACKNO + 1
+    elif how == "psh":
+        kw["flags"] = "PA"
+    elif how == "gap":
+        kw["seq"] = SEQ + i * 700 + 1
+    elif how in ("short", "shortpad", "long"):
+        kw["seq"] = SEQ + i * 700
+        kw["size"] = 900 if how == "long" else 300
+    elif how == "ts":
+        kw["opts"] = [("NOP", None), ("NOP", None), ("Timestamp", (78, 88))]
+    p = seg(i, **kw)
+    ip = p[IPv6] if v6 else p[IP]
+    if how == "ttl":
+        ip.setfieldval("hlim" if v6 else "ttl", 3)
+    elif how == "tos":
+        ip.setfieldval("tc" if v6 else "tos", 4)
+    elif how == "window":
+        p[TCP].window = 501
+    elif how == "id" and not v6:
+        ip.id = 7
+    frame = bytearray(to_stack(p, l2=l2))
+    l3 = 14 if l2 else 0
+    if how == "badsum":
+        frame[-1] ^= 0x40
+    elif how == "ipsum" and not v6:
+        frame[l3 + 10] ^= 0x01
+    elif how == "mac" and l2:
+        frame[0:6] = bytes.fromhex("02aabbccddee")
+    elif how == "srcmac" and l2:
+        frame[6:12] = bytes.fromhex("02aabbccddef")
+    elif how in ("pad", "shortpad"):
+        frame += b"\0\0"
+    return bytes(frame)
+
+
+def _both_paths(hows: list[str], l2: bool, v6: bool, verify: bool) -> list[Any]:
+    """What the NIC delivers (and GRO counts) for these segments, with the fast path and
+    without it (no template: every segment takes the full path)."""
+    frames = [_frame(i, how, l2, v6) for i, how in enumerate(hows)]
+    outs = []
+    for fast in (True, False):
+        r = Rig(l2=l2, verify=verify)
+        assert r.nic.gro is not None
+        with mock.patch.object(Gro, "_template", Gro._template if fast else lambda *a: None):
+            r.batch(*frames)
+        outs.append((list(r.got), dict(r.nic.gro.stats)))
+    return outs
+
+
+@pytest.mark.parametrize("how", _PERTURB)
+@pytest.mark.parametrize(("l2", "v6", "verify"), [
+    (l2, v6, verify) for l2 in (False, True) for v6 in (False, True) for verify in (False, True)])
+def test_each_difference_is_judged_alike_by_both_paths(how: str, l2: bool, v6: bool,
+                                                       verify: bool) -> None:
+    fast, full = _both_paths(["none", "none", how, "none"], l2, v6, verify)
+    assert fast == full
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hows=st.lists(st.sampled_from(_PERTURB + ["none"] * 4), max_size=12), l2=st.booleans(),
+       v6=st.booleans(), verify=st.booleans())
+def test_the_fast_path_merges_exactly_as_the_full_path(hows: list[str], l2: bool, v6: bool,
+                                                       verify: bool) -> None:
+    # a clean first segment: every perturbation then meets a chain it could join
+    fast, full = _both_paths(["none", *hows], l2, v6, verify)
+    assert fast == full
