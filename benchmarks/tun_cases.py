@@ -157,10 +157,56 @@ def _pct(rtts: list[float], prefix: str) -> Numbers:
             f"{prefix}_p99_us": percentile(rtts, 99) * 1e6}
 
 
+def _echo_reply(pkt: bytes) -> bytes | None:
+    """The ICMP echo reply to an IPv4 echo request (no options), else None."""
+    if len(pkt) < 28 or pkt[0] != 0x45 or pkt[9] != 1 or pkt[20] != 8:
+        return None
+    out = bytearray(pkt)
+    out[12:16], out[16:20] = pkt[16:20], pkt[12:16]
+    out[20] = 0  # echo reply: the checksum rises by 0x0800 (RFC 1624 incremental update)
+    c = int.from_bytes(pkt[22:24], "big") + 0x0800
+    out[22:24] = ((c & 0xFFFF) + (c >> 16)).to_bytes(2, "big")
+    return bytes(out)
+
+
+async def _floor_ping(ns: str, count: int) -> list[float]:
+    """Kernel ping against the least an asyncio program can do on the TUN fd: ``add_reader``,
+    one ``os.read``, swap the addresses, one ``os.write``.  No stack: what this takes is the
+    floor (VM wake-ups, the event loop, two syscalls) under any asyncio-driven stack."""
+    import os
+
+    from aionetstack.link.tun import Tun
+
+    dev = Tun.create("ansb0", peer_address=f"{KERNEL}/24", netns=ns, mtu=1500, offload=False)
+    fd = dev.fileno()
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        while True:
+            try:
+                pkt = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            reply = _echo_reply(pkt)
+            if reply is not None:
+                os.write(fd, reply)
+
+    loop.add_reader(fd, readable)
+    try:
+        return await _kernel_ping(ns, STACK, count)
+    finally:
+        loop.remove_reader(fd)
+        dev.close()
+
+
 @measure("tun.ping")
 async def _ping(p: Params) -> Numbers:
     require_netns()
     count = int(p["count"])
+    if p["kind"] == "floor":
+        with namespaces(1) as (ns,):
+            return _pct(await _floor_ping(ns, count), "floor")
     if p["kind"] == "stack":
         with namespaces(1) as (ns,):
             async with _tun_stack(ns) as stack:
@@ -238,15 +284,20 @@ def tun_ping(ctx: Ctx) -> list[Row]:
     params = {"count": ctx.pick(100, 1000)}
     st = []
     ke = []
+    fl = []
     for _ in range(ctx.runs):
         st.append(run_measure("tun.ping", kind="stack", **params))
         ke.append(run_measure("tun.ping", kind="kernel", **params))
+        fl.append(run_measure("tun.ping", kind="floor", **params))
     rows = []
-    for d, label in (("s2k", "stack.ping → kernel"), ("k2s", "kernel ping → stack")):
+    for d, label in (("s2k", "stack.ping → kernel"), ("k2s", "kernel ping → stack"),
+                     ("floor", "kernel ping → bare asyncio responder (floor)")):
         for q in ("p50", "p99"):
             rows.append(Row("tun_ping", f"ping {q}, {label}, TUN", "us", "lower", params,
-                            [r[f"{d}_{q}_us"] for r in st], [r[f"veth_{q}_us"] for r in ke],
-                            "kernel ping over veth"))
+                            [r[f"{d}_{q}_us"] for r in (fl if d == "floor" else st)],
+                            [r[f"veth_{q}_us"] for r in ke], "kernel ping over veth",
+                            note="no stack: add_reader, os.read, os.write"
+                            if d == "floor" else ""))
     return rows
 
 

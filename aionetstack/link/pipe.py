@@ -351,7 +351,7 @@ class PipeEnd(Link):
             # Everything in the FIFO was due when it was sent.  Deliver what is there now, as
             # one batch (the receiver may merge TCP segments: GRO); frames queued by re-entrant
             # sends during delivery are due immediately.
-            batch = list(map(memoryview, fifo))
+            batch: list[memoryview] = [memoryview(f) for f in fifo]
             fifo.clear()
             self._deliver(receiver, batch)
             if self._closed:

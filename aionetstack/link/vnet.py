@@ -256,7 +256,6 @@ def _segment_tcp(frame: Frame, l3: int, info: L4Info, hlen: int, gso_size: int,
     l4 = info.l4
     v4 = info.version == 4
     ihl = l4 - l3
-    thl = hlen - l4
     ident = (headers[l3 + 4] << 8) | headers[l3 + 5] if v4 else 0
     seq = int.from_bytes(headers[l4 + 4:l4 + 8], "big")
     tcp_flags = headers[l4 + 13]

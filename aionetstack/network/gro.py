@@ -133,7 +133,7 @@ class Gro:
                     cur.frames.append(f)
                     cur.total += plen
                     cur.nxt = (cur.nxt + plen) & 0xFFFFFFFF
-                    cur.psh = (h >> cur.psh_shift) & 1
+                    cur.psh = (h >> cur.psh_shift) & 1 == 1
                     if verify:
                         t = cur.t
                         big = from_bytes(f[t:], "big")

@@ -12,9 +12,9 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from core_helpers import PEER4, PEER6, STACK4, STACK6, to_stack, wired_stack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from core_helpers import PEER4, PEER6, STACK4, STACK6, to_stack, wired_stack
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
