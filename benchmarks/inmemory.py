@@ -21,6 +21,8 @@ from benchmarks.common import (
     run_measure,
 )
 from benchmarks.workloads import (
+    STACK_A,
+    STACK_B,
     KernelLoopback,
     StackPipe,
     bulk,
@@ -116,6 +118,56 @@ async def _conns(p: Params) -> Numbers:
     return out
 
 
+@measure("mem.cutmerge")
+async def _cutmerge(p: Params) -> Numbers:
+    """The frame work of the MTU 1500 pipe row and nothing else: a 64 KiB TCP segment cut into
+    1448-byte frames (software GSO), through the pipe, merged back by the receiver's GRO.  No
+    TCP, no application, no event loop turns: a floor under the row's throughput."""
+    import struct
+
+    from aionetstack import Stack, link
+    from aionetstack.link.vnet import segment
+    from aionetstack.wire.checksum import checksum
+
+    a_end, b_end = link.pipe(mtu=1500, seed=1)
+    b = Stack(seed=2)
+    nic = b.add_nic(b_end, [f"{STACK_B}/24"])
+    merged = [0]
+
+    def count(frame: memoryview, trusted: bool = False) -> None:
+        merged[0] += len(frame) - 52
+
+    nic.link_deliver = count  # type: ignore[method-assign]
+
+    class _Idle:
+        def link_deliver(self, frame: memoryview) -> None: ...
+
+        def link_wakeup(self, at: float) -> None: ...
+
+    a_end.attach(_Idle(), time.monotonic)
+    payload = 1448 * 45
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 52 + payload, 1, 0x4000, 64, 6, 0,
+                               bytes(map(int, STACK_A.split("."))),
+                               bytes(map(int, STACK_B.split(".")))))
+    ip[10:12] = checksum(ip).to_bytes(2, "big")
+    tcp = struct.pack("!HHIIBBHHH4sII", 40000, 5001, 1, 1, 8 << 4, 0x18, 512, 0, 0,
+                      b"\x01\x01\x08\x0a", 1, 2)
+    frame = bytes(ip) + tcp + bytes(payload)
+    budget = float(p["budget"])
+    done = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < budget:
+        for _ in range(20):
+            a_end.send_many(segment(frame, 0, 1448, False))
+            b_end.poll()
+        done += 20 * payload
+    secs = time.perf_counter() - t0
+    b.close()
+    if merged[0] != done:
+        raise RuntimeError(f"GRO delivered {merged[0]} payload bytes of {done}")
+    return {"MBps": done / secs / MB}
+
+
 # -- cases ---------------------------------------------------------------------------------------
 def _alternate(ctx: Ctx, name: str, **params: Any) -> tuple[list[Numbers], list[Numbers]]:
     """``ctx.runs`` runs of measurement ``name`` for the stack and the kernel, interleaved."""
@@ -139,6 +191,13 @@ def bulk_mem(ctx: Ctx) -> list[Row]:
         label = f"bulk 1 flow, pipe MTU {mtu}" + (" + TSO" if offload else "")
         rows.append(Row("bulk_mem", label, "MB/s", "higher", params,
                         [r["MBps"] for r in st], [r["MBps"] for r in ke], KERNEL))
+        if (mtu, offload) == (1500, False):
+            floor = [run_measure("mem.cutmerge", budget=budget)["MBps"]
+                     for _ in range(ctx.runs)]
+            rows.append(Row("bulk_mem", "pipe MTU 1500: GSO cut + pipe + GRO alone (ceiling)",
+                            "MB/s", "higher", {"budget": budget}, floor,
+                            [r["MBps"] for r in ke], KERNEL,
+                            note="no TCP, no application: the frame work of the row above"))
     return rows
 
 
