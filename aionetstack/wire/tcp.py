@@ -365,7 +365,8 @@ def pack_tcp(
     plen = len(payload)
     length = hl + plen
     if plen:
-        buf[offset + hl : offset + length] = payload
+        # through a memoryview: a bytearray slice assigned from bytes or a view copies twice
+        memoryview(buf)[offset + hl : offset + length] = payload
     _HDR.pack_into(
         buf, offset, sport, dport, seq, ack, (hl << 10) | (flags & 0xFF), window, 0, urgent
     )
@@ -397,7 +398,7 @@ def pack_tcp_ts(
     """
     plen = len(payload)
     if plen:
-        buf[offset + 32 : offset + 32 + plen] = payload
+        memoryview(buf)[offset + 32 : offset + 32 + plen] = payload  # one copy (see pack_tcp)
     _HDR_TS.pack_into(
         buf, offset, sport, dport, seq, ack, 0x8000 | (flags & 0xFF), window, 0, 0,
         _FAST_TS_MAGIC, tsval, tsecr,

@@ -246,9 +246,13 @@ class EndpointCore:
         off = route.headroom
         if tsval >= 0:
             l4 = 32 + plen
-            buf = bytearray(off + l4)  # route.new_packet(l4)
+            # route.new_packet(l4), but the payload is appended rather than copied over zeros
+            # (one copy of it, no zero fill: a slice assignment from a non-bytearray copies twice)
+            buf = bytearray(off + 32)
+            if plen:
+                buf += payload
             pack_tcp_ts(buf, off, self.local[1], self.remote[1], seq, ack, flags, window, tsval,
-                        self.ts_recent, payload)
+                        self.ts_recent)
             # a super-segment is cut into packets that get checksums of their own (TSO, GSO)
             if not route.nic.tx_offload and plen <= mss:
                 fill_tcp_checksum(buf, off, l4, route.local, route.remote)
