@@ -55,7 +55,17 @@ from aionetstack.stack.timers import Timer
 from aionetstack.transport.tcp.congestion import CongestionControl
 from aionetstack.transport.tcp.rtt import CLOCK_GRANULARITY, RttEstimator
 from aionetstack.transport.tcp.rtxqueue import LOST, RETRANS, SACKED, Delivered, RtxQueue
-from aionetstack.wire.seqnum import seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq_min, seq_sub
+from aionetstack.wire.seqnum import (
+    _HALF,
+    MASK,
+    seq_ge,
+    seq_gt,
+    seq_le,
+    seq_lt,
+    seq_max,
+    seq_min,
+    seq_sub,
+)
 
 DUP_THRESH: Final = 3
 WC_DEL_ACK: Final = 0.2  # RFC 8985 §7.2 WCDelAckT: the worst-case delayed-ACK time
@@ -142,7 +152,7 @@ class LossRecovery:
     def _note_sent(self, seq: int, end: int, now: float) -> None:
         """``[seq, end)`` went out (new data, a retransmission, or both)."""
         snd_max = self.snd_max
-        if seq_lt(seq, snd_max):
+        if 0 < (snd_max - seq) & MASK < _HALF:  # seq_lt(seq, snd_max), inline
             top = seq_min(end, snd_max)
             self.rq.resent(seq, top, now)
             if self.undo_marker is not None:
@@ -150,7 +160,7 @@ class LossRecovery:
                     self.undo_ranges.append((seq, top))
                 else:
                     self.undo_marker = None  # too many to account for: no undo this time
-        if seq_gt(end, snd_max):
+        if 0 < (end - snd_max) & MASK < _HALF:  # seq_gt(end, snd_max)
             self.rq.sent(seq_max(seq, snd_max), end, now)
         if self.in_recovery:
             self.prr_out += seq_sub(end, seq)
@@ -165,7 +175,7 @@ class LossRecovery:
         to ``ack``); returns True when cwnd may grow (open state or RTO recovery)."""
         rq = self.rq
         sacked_before = rq.sacked
-        dsack = dsack_block(blocks, ack)
+        dsack = dsack_block(blocks, ack) if blocks else None
         done: list[Delivered] = []
         if acked > 0:
             done = rq.ack(ack)
@@ -182,10 +192,12 @@ class LossRecovery:
             self.dupacks = 0
         if done:
             self._rack_update(done, now)
-        self._reo_wnd_update(dsack is not None)
+        if dsack is not None or self.dsack_round is not None:  # (else nothing to update)
+            self._reo_wnd_update(dsack is not None)
         if dsack is not None:
             self._undo_dsack(dsack)
-        self._tlp_ack(ack, dsack, bool(blocks))
+        if self.tlp_end is not None:  # (else no probe to account for)
+            self._tlp_ack(ack, dsack, bool(blocks))
         if self.rack_xmit is not None and (rq.sacked or rq.lost or self.in_recovery
                                            or self.rto_recovery):
             self.rack_detect(now)

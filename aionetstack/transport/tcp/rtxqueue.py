@@ -137,7 +137,8 @@ class RtxQueue:
         del segs[:k]
         out = []
         for s in gone:
-            self._count(s, -1)
+            if s.flags:  # (an entry without flags counts in no counter)
+                self._count(s, -1)
             if not s.flags & SACKED:
                 out.append((s.order, s.xmit, s.end, bool(s.flags & RETRANS)))
         return out

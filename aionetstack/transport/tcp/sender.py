@@ -35,7 +35,17 @@ from aionetstack.transport.tcp.bytequeue import ByteQueue
 from aionetstack.transport.tcp.congestion import CongestionControl, Reno
 from aionetstack.transport.tcp.recovery import LossRecovery
 from aionetstack.transport.tcp.rtt import RttEstimator
-from aionetstack.wire.seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_max, seq_sub
+from aionetstack.wire.seqnum import (
+    _HALF,
+    MASK,
+    seq_add,
+    seq_ge,
+    seq_gt,
+    seq_le,
+    seq_lt,
+    seq_max,
+    seq_sub,
+)
 from aionetstack.wire.tcp import ACK, FIN, PSH
 
 Emit = Callable[[int, int, bytes | memoryview], None]  # (seq, flags, payload)
@@ -160,20 +170,31 @@ class Sender(LossRecovery):
         buf = self.buffer
         while True:
             room = self.seg_max
-            flight = seq_sub(self.snd_nxt, self.snd_una)
-            if sack and self.snd_nxt == self.snd_max:
+            nxt = self.snd_nxt
+            # seq_sub(nxt, snd_una) and seq_sub(nxt, buf_seq), inline: signed 32-bit distances
+            flight = (nxt - self.snd_una) & MASK
+            if flight & _HALF:
+                flight -= 0x100000000
+            if sack and nxt == self.snd_max:
                 if rq.sacked or rq.lost or rq.retrans or flight < 0:  # else pipe == flight
                     flight = rq.pipe(flight)  # SACKed and lost data are not in flight
-            elif self.sb.blocks and seq_lt(self.snd_nxt, self.snd_max):
+            elif self.sb.blocks and seq_lt(nxt, self.snd_max):
                 # resending after a timeout: skip what the receiver holds (SACKed)
-                self.snd_nxt, room = self.sb.skip(self.snd_nxt, self.mss)
-                flight = seq_sub(self.snd_nxt, self.snd_una) - self.sb.sacked_below(self.snd_nxt)
-            off = seq_sub(self.snd_nxt, self.buf_seq)
+                self.snd_nxt, room = self.sb.skip(nxt, self.mss)
+                nxt = self.snd_nxt
+                flight = seq_sub(nxt, self.snd_una) - self.sb.sacked_below(nxt)
+            off = (nxt - self.buf_seq) & MASK
+            if off & _HALF:
+                off -= 0x100000000
             unsent = len(buf) - off
             if unsent < 0:
                 break  # FIN already sent
-            usable = min(self.snd_wnd, self.cc.cwnd) - flight
-            n = min(unsent, room, max(usable, 0))
+            wnd = self.snd_wnd
+            cwnd = self.cc.cwnd
+            usable = (cwnd if cwnd < wnd else wnd) - flight  # min(), max() below, inline
+            n = room if room < unsent else unsent
+            if usable < n:
+                n = usable if usable > 0 else 0
             fin = self.fin_queued and n == unsent
             if (cork and n == unsent and n < self.seg_max and flight > 0 and not fin
                     and not self.nodelay):
@@ -202,21 +223,22 @@ class Sender(LossRecovery):
         return sent
 
     def _send(self, off: int, n: int, fin: bool, now: float) -> None:
-        seq = seq_add(self.buf_seq, off)
+        seq = (self.buf_seq + off) & MASK
+        buf = self.buffer
         flags = ACK
-        if n and off + n == len(self.buffer):
+        if n and off + n == len(buf):
             flags |= PSH
         if fin:
             flags |= FIN
-        retrans = seq_lt(seq, self.snd_max)
-        self.emit(seq, flags, self.buffer.view(off, n))
-        end = seq_add(seq, n + (1 if fin else 0))
+        retrans = 0 < (self.snd_max - seq) & MASK < _HALF  # seq_lt(seq, snd_max)
+        self.emit(seq, flags, buf.view(off, n))
+        end = (seq + n + (1 if fin else 0)) & MASK
         if self.sack_ok:
             self._note_sent(seq, end, now)
         self.snd_nxt = end
         if n % self.mss:
             self.snd_sml = end
-        if seq_gt(end, self.snd_max):
+        if 0 < (end - self.snd_max) & MASK < _HALF:  # seq_gt(end, snd_max)
             self.snd_max = end
         if retrans:
             self.retransmits += 1
@@ -312,24 +334,31 @@ class Sender(LossRecovery):
     def on_ack(self, ack: int, now: float, ts_rtt: float | None, dup_candidate: bool,
                sack_blocks: tuple[tuple[int, int], ...] = ()) -> int:
         """Process an acceptable cumulative ACK; returns the number of sequence units acked."""
-        acked = seq_sub(ack, self.snd_una)
-        if acked < 0:
+        una = self.snd_una
+        acked = (ack - una) & MASK  # seq_sub(ack, una), inline
+        if acked & _HALF:
             return 0
-        prev_flight = seq_sub(self.snd_nxt, self.snd_una)
         if self.sack_ok:
-            prev_flight = self.rq.pipe(seq_sub(self.snd_max, self.snd_una))
+            prev_flight = self.rq.pipe(seq_sub(self.snd_max, una))
             if acked > 0 and self.sb.blocks:  # (nothing to prune from an empty scoreboard)
                 self.sb.prune(ack)
             if sack_blocks:
                 self.sb.update(sack_blocks, ack, self.snd_max)
-        elif acked == 0:
-            if dup_candidate and self.outstanding():
-                self._dupack(now)
-            return 0
+        else:
+            prev_flight = seq_sub(self.snd_nxt, una)
+            if acked == 0:
+                if dup_candidate and self.outstanding():
+                    self._dupack(now)
+                return 0
         rtt: float | None = None
         if acked > 0:
             self.snd_una = ack
-            drop = min(max(seq_sub(ack, self.buf_seq), 0), len(self.buffer))
+            # min(max(seq_sub(ack, buf_seq), 0), len(buffer)), inline
+            drop = (ack - self.buf_seq) & MASK
+            if drop & _HALF:
+                drop = 0
+            elif drop > len(self.buffer):
+                drop = len(self.buffer)
             if drop:
                 self.buffer.drop(drop)
                 if self.account is not None:
