@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aionetstack.transport.tcp.bytequeue import SMALL, ByteQueue
+from aionetstack.transport.tcp.bytequeue import SMALL, ByteQueue, Pieces
 
 _piece = st.one_of(
     st.binary(max_size=SMALL * 2).map(lambda b: ("bytes", b)),
@@ -79,6 +79,21 @@ def test_large_bytes_are_kept_by_reference_and_handed_out_whole() -> None:
     del v
     assert q.pop_chunk(1 << 20) is seg  # a whole chunk comes out as the very same object
     assert len(q) == SMALL * 2
+
+
+def test_pieces_spanning_immutable_chunks_are_views_of_them() -> None:
+    q = ByteQueue()
+    a, b = bytes(range(256)) * 16, bytes(range(255, -1, -1)) * 16
+    q.append(a)
+    q.append(b)
+    p = q.pieces(100, 5000)
+    assert isinstance(p, Pieces) and len(p) == 5000
+    assert [v.obj for v in p.parts] == [a, b]  # no copy
+    assert bytes(p) == (a + b)[100:5100] == q.view(100, 5000)
+    q.append(b"tail")  # a mutable tail: spanning it gives a copy, as view() does
+    p2 = q.pieces(len(a) + len(b) - 2, 4)
+    assert type(p2) is bytes and p2 == b[-2:] + b"ta"
+    assert isinstance(q.pieces(0, 10), memoryview)  # within one chunk: a plain view
 
 
 def test_small_pieces_share_a_tail_and_views_of_it_are_copies() -> None:

@@ -30,6 +30,24 @@ TAIL_MAX: Final = 65536
 Chunk = bytes | bytearray | memoryview
 
 
+class Pieces:
+    """Bytes that span chunks of a queue, as zero-copy views of them (``ByteQueue.pieces``):
+    a segment's payload that the packet builder copies piece by piece, with no joined copy
+    made first.  ``len`` is the number of bytes; ``bytes()`` joins them."""
+
+    __slots__ = ("nbytes", "parts")
+
+    def __init__(self, parts: list[memoryview], nbytes: int) -> None:
+        self.parts = parts
+        self.nbytes = nbytes
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
 class ByteQueue:
     __slots__ = ("_chunks", "_head", "_len")
 
@@ -76,6 +94,12 @@ class ByteQueue:
     # -- looking -----------------------------------------------------------------------------
     def view(self, off: int, n: int) -> bytes | memoryview:
         """The ``n`` bytes at offset ``off`` (both within the queue)."""
+        v = self.pieces(off, n)
+        return bytes(v) if isinstance(v, Pieces) else v
+
+    def pieces(self, off: int, n: int) -> bytes | memoryview | Pieces:
+        """Like ``view``, but bytes that span immutable chunks come as ``Pieces`` (views of
+        them, valid until the queue changes) rather than joined into a copy."""
         if n <= 0:
             return b""
         pos = off + self._head
@@ -93,14 +117,18 @@ class ByteQueue:
                 return bytes(memoryview(c)[pos:pos + n])
             return memoryview(c)[pos:pos + n]
         parts = [memoryview(c)[pos:]]
+        mutable = type(c) is bytearray
         need = n - (lc - pos)
         while need > 0:
             i += 1
             c = chunks[i]
             lc = len(c)
+            mutable = mutable or type(c) is bytearray
             parts.append(memoryview(c)[:need] if need < lc else memoryview(c))
             need -= lc
-        return b"".join(parts)
+        if mutable:  # a view of the mutable tail must not outlive the call
+            return b"".join(parts)
+        return Pieces(parts, n)
 
     def peek(self, n: int) -> bytes:
         """A copy of the first ``min(n, len)`` bytes (all of them with ``n < 0``)."""

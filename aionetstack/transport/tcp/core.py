@@ -18,6 +18,7 @@ from aionetstack.errors import (
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
+from aionetstack.transport.tcp.bytequeue import Pieces
 from aionetstack.transport.tcp.listen import ListenQueue
 from aionetstack.transport.tcp.receiver import Receiver
 from aionetstack.transport.tcp.rtt import RttEstimator
@@ -77,7 +78,7 @@ def _inert(now: float) -> None:
     """The callback of a finished endpoint's timers."""
 
 
-def _no_emit(seq: int, flags: int, payload: bytes | memoryview) -> None:
+def _no_emit(seq: int, flags: int, payload: bytes | memoryview | Pieces) -> None:
     """The sender's output once its endpoint is finished."""
 
 
@@ -203,10 +204,10 @@ class EndpointCore:
     def _send_syn(self, ack: bool) -> None:
         self._emit(self.snd.iss, SYN | (ACK if ack else 0), b"", self._syn_options(ack))
 
-    def _emit_data(self, seq: int, flags: int, payload: bytes | memoryview) -> None:
+    def _emit_data(self, seq: int, flags: int, payload: bytes | memoryview | Pieces) -> None:
         self._emit(seq, flags, payload)
 
-    def _emit(self, seq: int, flags: int, payload: bytes | memoryview = b"",
+    def _emit(self, seq: int, flags: int, payload: bytes | memoryview | Pieces = b"",
               options: TcpOptions | None = None) -> None:
         route = self.route
         if route is None or self.local is None or self.remote is None:
@@ -233,7 +234,7 @@ class EndpointCore:
                         self._rexmit_ts = tsval
                 if self.sack_ok and (rcv.ooo or rcv.dsack) and flags & ACK:
                     # SACK blocks only as far as they fit beside the payload within the MTU
-                    fit = (route.max_payload - 20 - (12 if ts_enabled else 0) - len(payload)
+                    fit = (route.max_payload - 20 - (12 if ts_enabled else 0) - plen
                            - 4) // 8
                     if fit > 0:
                         blocks = rcv.sack_blocks(min(3 if ts_enabled else 4, fit))
@@ -248,9 +249,12 @@ class EndpointCore:
             l4 = 32 + plen
             # route.new_packet(l4), but the payload is appended rather than copied over zeros
             # (one copy of it, no zero fill: a slice assignment from a non-bytearray copies twice)
-            buf = bytearray(off + 32)
-            if plen:
-                buf += payload
+            if isinstance(payload, Pieces):  # spanning chunks of the send buffer: no join first
+                buf = bytearray().join([bytes(off + 32), *payload.parts])
+            else:
+                buf = bytearray(off + 32)
+                if plen:
+                    buf += payload
             pack_tcp_ts(buf, off, self.local[1], self.remote[1], seq, ack, flags, window, tsval,
                         self.ts_recent)
             # a super-segment is cut into packets that get checksums of their own (TSO, GSO)
@@ -261,7 +265,8 @@ class EndpointCore:
             buf = bytearray(off + l4)  # route.new_packet(l4)
             pack_tcp(buf, off, src=route.local, dst=route.remote, sport=self.local[1],
                      dport=self.remote[1], seq=seq, ack=ack, flags=flags, window=window,
-                     options=options, payload=payload,
+                     options=options,
+                     payload=bytes(payload) if isinstance(payload, Pieces) else payload,
                      checksum=not route.nic.tx_offload and plen <= mss)
         try:
             if plen > mss:  # a super-segment for the link to cut (TSO)

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aionetstack.stack.limits import TcpMemory
-from aionetstack.transport.tcp.bytequeue import ByteQueue
+from aionetstack.transport.tcp.bytequeue import ByteQueue, Pieces
 from aionetstack.transport.tcp.congestion import CongestionControl, Reno
 from aionetstack.transport.tcp.recovery import LossRecovery
 from aionetstack.transport.tcp.rtt import RttEstimator
@@ -48,7 +48,7 @@ from aionetstack.wire.seqnum import (
 )
 from aionetstack.wire.tcp import ACK, FIN, PSH
 
-Emit = Callable[[int, int, bytes | memoryview], None]  # (seq, flags, payload)
+Emit = Callable[[int, int, bytes | memoryview | Pieces], None]  # (seq, flags, payload)
 
 
 class Sender(LossRecovery):
@@ -231,7 +231,7 @@ class Sender(LossRecovery):
         if fin:
             flags |= FIN
         retrans = 0 < (self.snd_max - seq) & MASK < _HALF  # seq_lt(seq, snd_max)
-        self.emit(seq, flags, buf.view(off, n))
+        self.emit(seq, flags, buf.pieces(off, n))
         end = (seq + n + (1 if fin else 0)) & MASK
         if self.sack_ok:
             self._note_sent(seq, end, now)
