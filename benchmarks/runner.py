@@ -17,6 +17,7 @@ from benchmarks import inmemory, tun_cases, virtual  # noqa: F401  (registers th
 from benchmarks.common import (
     CASE_DOCS,
     CASES,
+    MALLOC_ENV,
     RESULT_MARK,
     Ctx,
     MeasureFailed,
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: list[dict[str, Any]] = []
     meta = {"mode": mode, "runs": ctx.runs, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "time": time.time(),
-            "elapsed_s": elapsed, "pytcp": pytcp_available()}
+            "elapsed_s": elapsed, "pytcp": pytcp_available(), "malloc_env": MALLOC_ENV}
     for r in rows:
         d = r.to_json()
         d["meta"] = meta
