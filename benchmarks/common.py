@@ -64,23 +64,25 @@ async def _await(aw: Awaitable[Numbers]) -> Numbers:
     return await aw
 
 
-# glibc malloc settings of every worker, the stack's and the kernel's alike.  With the defaults
-# a 64-256 KiB buffer allocated and freed per read (asyncio's ``recv(256 KiB)``, a 64 KiB
-# segment) is served by mmap or by a heap top that is trimmed and regrown, page faults each
-# time, and glibc's sliding mmap threshold makes that happen in some runs and not in others:
-# kernel loopback bulk measured 840-1,410 MB/s in three back-to-back runs, the stack 370-520.
-# Fixed thresholds make every run take the same path (kernel 1,330-1,640, stack 610-720).
+# glibc malloc settings for every worker, the stack's and the kernel's alike, with
+# ``--tuned-malloc`` (``WORKER_ENV``).  With glibc's defaults, asyncio's ``recv(256 KiB)`` per
+# read is served by mmap (and a 64-256 KiB buffer freed per read by a heap top that is trimmed
+# and regrown), page faults each time, and the sliding mmap threshold makes that happen in some
+# runs and not others: kernel loopback bulk measured 840-1,410 MB/s in three back-to-back runs,
+# the stack 370-520.  Fixed thresholds make every run take the fast path (kernel 1,330-1,640,
+# stack 610-720); the default run keeps glibc's defaults, which is what applications get.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "33554432",
               "MALLOC_TOP_PAD_": "16777216"}
+WORKER_ENV: dict[str, str] = {}
 
 
 def run_measure(name: str, timeout: float = 300.0, **params: Any) -> Numbers:
-    """Run measurement ``name`` in a fresh interpreter (with ``MALLOC_ENV``); raise ``Skip``
+    """Run measurement ``name`` in a fresh interpreter (with ``WORKER_ENV``); raise ``Skip``
     or ``MeasureFailed``."""
     cmd = [sys.executable, "-m", "benchmarks", "--worker", name, "--params", json.dumps(params)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              check=False, env={**os.environ, **MALLOC_ENV})
+                              check=False, env={**os.environ, **WORKER_ENV})
     except subprocess.TimeoutExpired:
         raise MeasureFailed(f"{name}{params} timed out after {timeout:.0f} s") from None
     for line in proc.stdout.splitlines():

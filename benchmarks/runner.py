@@ -19,6 +19,7 @@ from benchmarks.common import (
     CASES,
     MALLOC_ENV,
     RESULT_MARK,
+    WORKER_ENV,
     Ctx,
     MeasureFailed,
     Row,
@@ -42,6 +43,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH",
                     help=f"where to write the results (default: {DEFAULT_JSON})")
     ap.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
+    ap.add_argument("--tuned-malloc", action="store_true",
+                    help="run every worker (stack and kernel) with fixed glibc malloc thresholds "
+                         "(benchmarks.common.MALLOC_ENV) instead of glibc's defaults")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--params", default="{}", help=argparse.SUPPRESS)
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         names = wanted
     ctx = Ctx(quick=args.quick, runs=args.runs or (1 if args.quick else 3))
+    if args.tuned_malloc:
+        WORKER_ENV.update(MALLOC_ENV)
     rows: list[Row] = []
     failed: list[str] = []
     started = time.perf_counter()
@@ -155,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     doc: list[dict[str, Any]] = []
     meta = {"mode": mode, "runs": ctx.runs, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "time": time.time(),
-            "elapsed_s": elapsed, "pytcp": pytcp_available(), "malloc_env": MALLOC_ENV}
+            "elapsed_s": elapsed, "pytcp": pytcp_available(),
+            "malloc_env": WORKER_ENV or "glibc defaults"}
     for r in rows:
         d = r.to_json()
         d["meta"] = meta
