@@ -1,7 +1,9 @@
 """32-bit sequence number arithmetic (RFC 9293 §3.4, RFC 1982 serial numbers).
 
 All comparisons are modulo 2**32: ``a`` is "less than" ``b`` when ``b - a`` taken modulo 2**32
-lies in ``(0, 2**31)``.  Every sequence comparison in the TCP engine goes through these.
+lies in ``(0, 2**31)``.  Every sequence comparison in the TCP engine is one of these; the
+per-segment hot paths (``Sender.output``/``_send``/``on_ack``) spell a few of them out inline,
+each with a comment naming the function it stands for.
 """
 
 from __future__ import annotations
