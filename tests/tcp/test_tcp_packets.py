@@ -352,6 +352,24 @@ def test_autocork_joins_short_writes_made_in_one_turn(wire: Wire) -> None:
     assert [len(s.payload) for s in wire.recv()] == [MSS, 100, 200]
 
 
+def test_an_ack_leaving_nothing_to_send_sets_off_no_end_of_turn_output(wire: Wire) -> None:
+    """An ACK for part of the data in flight, with nothing unsent, has nothing for autocorking
+    to hold back: it sends nothing and arms no end-of-turn output (no wasted timer run)."""
+    _, ep = passive(wire)
+    timer = ep._delack_timer
+    fired: list[float] = []
+    callback = timer.callback
+    timer.callback = lambda now: (fired.append(now), callback(now))
+    ep.write(b"a" * (3 * MSS))
+    segs = wire.recv()
+    assert sum(len(s.payload) for s in segs) == 3 * MSS
+    assert fired == []  # everything went at once: nothing was held for the end of the turn
+    wire.send(seq=PEER_ISS + 1, ack=segs[0].seq + MSS, flags=ACK)
+    assert wire.recv() == [] and fired == []
+    ep.write(b"b" * 10)  # still in flight: held for the end of the turn, then sent
+    assert [bytes(s.payload) for s in wire.recv()] == [b"b" * 10] and len(fired) == 1
+
+
 def test_writable_again_once_half_of_what_is_queued_is_free(wire: Wire) -> None:
     """Like Linux's sk_stream_is_writeable: after the send buffer filled, EVENT_OUT comes
     back when the free space is at least half of what is still queued, not with each ACK."""

@@ -168,6 +168,12 @@ class Sender(LossRecovery):
         rq = self.rq
         sent = bool(sack and rq.lost) and self.retransmit_lost(now)
         buf = self.buffer
+        off = (self.snd_nxt - self.buf_seq) & MASK
+        if off & _HALF:
+            off -= 0x100000000
+        queued = buf._len
+        if off > queued or (off == queued and not self.fin_queued):
+            return sent  # nothing new to send: every call after an ACK that emptied the queue
         while True:
             room = self.seg_max
             nxt = self.snd_nxt
@@ -196,7 +202,7 @@ class Sender(LossRecovery):
             if usable < n:
                 n = usable if usable > 0 else 0
             fin = self.fin_queued and n == unsent
-            if (cork and n == unsent and n < self.seg_max and flight > 0 and not fin
+            if (cork and 0 < n == unsent and n < self.seg_max and flight > 0 and not fin
                     and not self.nodelay):
                 self.corked = True
                 break
