@@ -83,8 +83,11 @@ class TcpTransport(asyncio.Transport):
         self._events = 0
         self._server = server
         self._extra: dict[str, Any] = {"stack": stack, "endpoint": endpoint, "socket": None}
+        # EVENT_OUT only while ``_buffer`` holds what the endpoint's send buffer did not take
+        # (``write``/``_flush`` switch it): every ACK that frees send-buffer space notifies
+        # EVENT_OUT, and a transport with nothing waiting has no use for it
         self._entry = endpoint.waiter.register(self._on_event,
-                                               EVENT_IN | EVENT_OUT | EVENT_ERR | EVENT_HUP)
+                                               EVENT_IN | EVENT_ERR | EVENT_HUP)
         if server is not None:
             server._attach(self)
         if start_soon:
@@ -261,6 +264,7 @@ class TcpTransport(asyncio.Transport):
             data = bytes(data)  # the caller may reuse its buffer (a bytearray, or a view of one)
         self._buffer.append(data)
         self._buffer_size += len(data)
+        self._entry.mask |= EVENT_OUT
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -285,6 +289,7 @@ class TcpTransport(asyncio.Transport):
             else:
                 buf[0] = memoryview(data)[n:]
                 return
+        self._entry.mask &= ~EVENT_OUT
         if self._eof and not self._eof_sent:
             self._eof_sent = True
             try:

@@ -194,3 +194,39 @@ async def test_engine_notifies_acks_after_shutdown_write() -> None:
             server.close()
             server.abort_clients()
             await server.wait_closed()
+
+
+async def test_acks_do_not_wake_a_transport_with_nothing_waiting() -> None:
+    """EVENT_OUT matters to a transport only while its own buffer holds what the endpoint's
+    send buffer did not take: the ACKs for writes the endpoint took whole wake nothing, and
+    the interest comes back (and works) once the send buffer fills."""
+    async with tcp_pair() as net:
+        factory = Factory()
+        server = await net.b.create_server(factory, B4, 0)
+        tr, _ = await net.a.create_connection(Rec, B4, server.addresses[0][1])
+        reader = await factory.next()
+        runs: list[int] = []
+        process = tr._process  # type: ignore[attr-defined]
+
+        def counted() -> None:
+            runs.append(1)
+            process()
+
+        tr._process = counted  # type: ignore[attr-defined]
+        w_ep = tr.get_extra_info("endpoint")
+        for i in range(10):
+            tr.write(b"m%d" % i)
+            await wait_until(lambda: not w_ep.snd.outstanding(), 2, "the ACK")
+        assert runs == []  # ten ACKs, no wake-up of the writer's transport
+        assert tr.get_write_buffer_size() == 0
+        reader.transport.pause_reading()
+        big = payload(2_000_000, seed=13)
+        tr.write(big)  # more than the send buffer and the peer's window take
+        assert tr.get_write_buffer_size() > 0
+        reader.transport.resume_reading()
+        await wait_until(lambda: len(reader.data) == 10 * 2 + len(big), 10, "the data")
+        assert tr.get_write_buffer_size() == 0 and runs  # flushed on EVENT_OUT
+        assert bytes(reader.data)[20:] == big
+        tr.close()
+        server.close()
+        await server.wait_closed()
