@@ -269,6 +269,7 @@ async def test_proxy_socks5_udp_flow_ends_with_its_association(topo: Topo) -> No
     log = "".join(seen) + (await proc.stderr.read()).decode()
     assert "the SOCKS5 server closed the UDP association's control connection" in log, log
     assert log.count("new flow") == 2 and "flow ended" in log, log
+    assert "never retrieved" not in log and "Task was destroyed" not in log, log
 
 
 async def test_proxy_bad_arguments_one_line_errors() -> None:
