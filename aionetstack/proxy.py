@@ -11,7 +11,9 @@ ASSOCIATE for UDP, see ``aionetstack.socks5``).
   aborts the other (with a RST on the host side: ``SO_LINGER`` 0).
 * UDP: one host socket per client source (full-cone mapping, as the forwarder); replies from
   any destination go back to the client from that destination's address.  A flow ends after
-  ``--udp-timeout`` idle seconds.
+  ``--udp-timeout`` idle seconds.  Through SOCKS5 each flow has its own UDP association, and
+  the flow also ends when the association does (the server closed or reset its control
+  connection, RFC 1928 §7); the client's next datagram then starts a new flow and association.
 * ``--allow CIDR`` (repeatable) limits the destinations: TCP to others gets a RST, UDP an ICMP
   administratively prohibited.  Without ``--allow`` every destination is relayed.
 * ``--answer-ping`` answers ICMP echo requests to any address from the stack itself.
@@ -33,7 +35,7 @@ from typing import Any
 
 from aionetstack.asyncio.forward import ForwardedConnection, ForwardedDatagrams
 from aionetstack.asyncio.stack import Stack
-from aionetstack.errors import ClosedForReceive, InvalidArgument
+from aionetstack.errors import ClosedForReceive, ClosedForSend, InvalidArgument
 from aionetstack.socks5 import UdpAssociation
 from aionetstack.socks5 import open_connection as socks5_open
 
@@ -163,7 +165,7 @@ class Proxy:
         back: asyncio.Task[None] | None = None
         try:
             if assoc is not None:
-                back = asyncio.ensure_future(self._socks_replies(assoc, flow))
+                back = asyncio.ensure_future(self._socks_replies(assoc, flow, what))
             else:
                 assert transport is not None
                 transport.set_protocol(_Replies(self, flow))
@@ -174,7 +176,7 @@ class Proxy:
                 else:
                     assert transport is not None
                     transport.sendto(data, dst)
-        except ClosedForReceive:
+        except (ClosedForReceive, ClosedForSend):  # (ClosedForSend: the association ended)
             self.log(f"{what}: flow ended")
         finally:
             if back is not None:
@@ -185,12 +187,18 @@ class Proxy:
                 transport.close()
             flow.close()
 
-    async def _socks_replies(self, assoc: UdpAssociation, flow: Any) -> None:
-        while True:
-            data, src = await assoc.recvfrom()
-            if self.allowed(src[0]):
-                with contextlib.suppress(OSError, ValueError):
-                    flow.send(data, source=src)
+    async def _socks_replies(self, assoc: UdpAssociation, flow: Any, what: str) -> None:
+        try:
+            while True:
+                data, src = await assoc.recvfrom()
+                if self.allowed(src[0]):
+                    with contextlib.suppress(OSError, ValueError):
+                        flow.send(data, source=src)
+        except ClosedForReceive as exc:
+            # the SOCKS5 server ended the association (RFC 1928 §7): the flow ends with it
+            # (which ends udp()'s loop), and the client's next datagram opens a new one
+            self.log(f"{what}: {exc.strerror}")
+            flow.close()
 
 
 class _Replies(asyncio.DatagramProtocol):

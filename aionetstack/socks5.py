@@ -4,17 +4,30 @@ Supported: the "no authentication" method only (no username/password, no GSSAPI)
 (TCP) and UDP ASSOCIATE (UDP, datagrams must not be fragmented: FRAG is always 0 and fragments
 received are dropped); destinations given as IPv4 or IPv6 addresses (ATYP 1 and 4; the proxy may
 answer with a domain name, ATYP 3, for its relay address).  BIND is not supported.
+
+A UDP association ends with its control connection (RFC 1928 §7): ``UdpAssociation`` watches
+that TCP connection, and when the server closes or resets it the association's UDP socket is
+closed, ``recvfrom()`` raises ``ClosedForReceive`` and ``sendto()`` raises ``ClosedForSend``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import struct
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from aionetstack.errors import ConnectionRefused, HostUnreachable, ProtocolError
+from aionetstack.errors import (
+    ClosedForReceive,
+    ClosedForSend,
+    ConnectionRefused,
+    HostUnreachable,
+    ProtocolError,
+)
 
 HostPort = tuple[str, int]
 
@@ -102,7 +115,9 @@ async def open_connection(server: HostPort, dst: HostPort,
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, HostPort]] = asyncio.Queue(maxsize=1024)
+        self.queue: deque[tuple[bytes, HostPort]] = deque()
+        self.waiters: list[asyncio.Future[None]] = []
+        self.on_lost: Callable[[Exception | None], None] | None = None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         # RFC 1928 §7: RSV(2) FRAG(1) ADDR PORT DATA; fragments (FRAG != 0) are dropped
@@ -112,25 +127,52 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             src, off = decode_address(data, 3)
         except ProtocolError:
             return
-        if not self.queue.full():
-            self.queue.put_nowait((data[off:], src))
+        if len(self.queue) < _MAX_QUEUED:
+            self.queue.append((data[off:], src))
+            self.wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_lost is not None:
+            self.on_lost(exc)
+
+    def wake(self) -> None:
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self.waiters.clear()
+
+
+_MAX_QUEUED = 1024  # datagrams received and not yet taken by recvfrom(); more are dropped
 
 
 class UdpAssociation:
-    """UDP ASSOCIATE: ``sendto(data, dst)`` and ``await recvfrom()`` through the relay; the
-    association lasts as long as its control connection (``close()`` ends both)."""
+    """UDP ASSOCIATE: ``sendto(data, dst)`` and ``await recvfrom()`` through the relay.
 
-    def __init__(self, control: asyncio.StreamWriter, transport: asyncio.DatagramTransport,
-                 protocol: _UdpProtocol, relay: HostPort) -> None:
+    The association lasts as long as its control connection (RFC 1928 §7): a watcher task
+    reads that connection, and when the server closes or resets it the association ends --
+    the UDP socket is closed, ``recvfrom()`` (pending or later) raises ``ClosedForReceive``
+    and ``sendto()`` raises ``ClosedForSend``, each saying why.  ``close()`` ends it from this
+    side (idempotent; the control connection is closed, which tells the server).  ``closed``
+    and ``await wait_closed()`` tell when it has ended, for either reason.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, control: asyncio.StreamWriter,
+                 transport: asyncio.DatagramTransport, protocol: _UdpProtocol,
+                 relay: HostPort) -> None:
         self._control = control
         self._transport = transport
         self._protocol = protocol
         self.relay = relay
+        self._why: str | None = None  # set when the association has ended
+        self._ended = asyncio.Event()
+        protocol.on_lost = self._transport_lost
+        self._watcher: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._watch(reader))
 
     @classmethod
     async def open(cls, server: HostPort, family: int) -> UdpAssociation:
         any_addr = "0.0.0.0" if family == socket.AF_INET else "::"
-        _, writer, relay = await _handshake(server, 3, (any_addr, 0))
+        reader, writer, relay = await _handshake(server, 3, (any_addr, 0))
         try:
             if ipaddress.ip_address(relay[0]).is_unspecified:
                 relay = (server[0], relay[1])  # "the same address as the server"
@@ -143,14 +185,75 @@ class UdpAssociation:
         except BaseException:
             writer.close()
             raise
-        return cls(writer, transport, protocol, relay)
+        return cls(reader, writer, transport, protocol, relay)
+
+    @property
+    def closed(self) -> bool:
+        """True once the association has ended (``close()`` or its control connection)."""
+        return self._why is not None
+
+    async def wait_closed(self) -> None:
+        """Wait until the association has ended, for whatever reason."""
+        await self._ended.wait()
 
     def sendto(self, data: bytes, dst: HostPort) -> None:
+        """Send ``data`` to ``dst`` through the relay; ``ClosedForSend`` once ended."""
+        if self._why is not None:
+            raise ClosedForSend(self._why)
         self._transport.sendto(b"\x00\x00\x00" + encode_address(*dst) + data)
 
     async def recvfrom(self) -> tuple[bytes, HostPort]:
-        return await self._protocol.queue.get()
+        """The next datagram and its source; ``ClosedForReceive`` once the association has
+        ended (datagrams still queued then are dropped: the relay is gone)."""
+        proto = self._protocol
+        while True:
+            if self._why is not None:
+                raise ClosedForReceive(self._why)
+            if proto.queue:
+                return proto.queue.popleft()
+            fut = asyncio.get_running_loop().create_future()
+            proto.waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+                    with contextlib.suppress(ValueError):
+                        proto.waiters.remove(fut)
 
     def close(self) -> None:
+        """End the association (idempotent): the UDP socket and the control connection."""
+        self._end("the UDP association is closed")
+
+    # -- internals ---------------------------------------------------------------------------
+    async def _watch(self, reader: asyncio.StreamReader) -> None:
+        # RFC 1928 §7: "A UDP association terminates when the TCP connection that the UDP
+        # ASSOCIATE request arrived on terminates."  The server has nothing more to say on
+        # it after the reply; anything it sends is read and dropped.
+        why = "the SOCKS5 server closed the UDP association's control connection"
+        try:
+            while await reader.read(4096):
+                pass
+        except asyncio.CancelledError:
+            raise  # close(): already ended
+        except Exception as exc:  # a reset, or any other failure of the connection
+            why = f"the UDP association's control connection to the SOCKS5 server failed " \
+                  f"({str(exc) or type(exc).__name__})"
+        self._end(why)
+
+    def _transport_lost(self, exc: Exception | None) -> None:
+        if exc is not None:  # the UDP socket failed (not our own close())
+            self._end(f"the UDP association's socket failed ({exc})")
+
+    def _end(self, why: str) -> None:
+        if self._why is not None:
+            return
+        self._why = why
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
         self._transport.close()
         self._control.close()
+        self._protocol.queue.clear()
+        self._protocol.wake()
+        self._ended.set()

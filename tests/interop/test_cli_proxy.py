@@ -86,7 +86,9 @@ def _enc(host: str, port: int) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def socks5_server(t: Topo) -> AsyncIterator[int]:
+async def socks5_server(t: Topo, controls: list[asyncio.StreamWriter] | None = None,
+                        ) -> AsyncIterator[int]:
+    """The server's port; ``controls`` gets each UDP ASSOCIATE's control connection."""
     loop = asyncio.get_running_loop()
 
     async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -148,7 +150,10 @@ async def socks5_server(t: Topo) -> AsyncIterator[int]:
         for f, s in out.items():
             transports[f], _ = await loop.create_datagram_endpoint(Out, sock=s)
         w.write(b"\x05\x00\x00" + _enc(*relay.getsockname()))
-        await r.read()  # the association lives as long as the control connection
+        if controls is not None:
+            controls.append(w)
+        with contextlib.suppress(OSError):
+            await r.read()  # the association lives as long as the control connection
         rtr.close()
         for tr in transports.values():
             tr.close()
@@ -222,6 +227,49 @@ async def test_proxy_via_socks5(topo: Topo) -> None:
     assert f"1 {SRV4} 7000" in topo.socks_log and f"1 {SRV6} 7000" in topo.socks_log
     assert f"udp {SRV4B} 5300" in topo.socks_log and f"udp {SRV6B} 5300" in topo.socks_log
     assert not any(DENIED4 in e for e in topo.socks_log)
+
+
+async def _udp_ask(u: socket.socket, dst: tuple[str, int], payload: bytes) -> None:
+    """One datagram to the UDP echo and its answer (retried: a datagram may be lost)."""
+    loop = asyncio.get_running_loop()
+    for _attempt in range(5):
+        await loop.sock_sendto(u, payload, dst)
+        try:
+            data, src = await asyncio.wait_for(loop.sock_recvfrom(u, 4096), 2)
+        except TimeoutError:
+            continue
+        assert (data, src[:2]) == (dst[0].encode() + b"|" + payload, dst)
+        return
+    raise AssertionError(f"no answer from {dst} through the proxy")
+
+
+async def test_proxy_socks5_udp_flow_ends_with_its_association(topo: Topo) -> None:
+    """RFC 1928 §7: the SOCKS5 server closing the control connection ends the association;
+    the proxy's flow ends with it, and the same client source gets a new association."""
+    controls: list[asyncio.StreamWriter] = []
+    seen: list[str] = []
+    async with echo_servers(topo.server), socks5_server(topo, controls) as port, \
+            running_proxy(topo, "--socks5", f"127.0.0.1:{port}") as proc:
+        assert proc.stderr is not None
+        u = ns_socket(topo.client, socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("0.0.0.0", 0))
+        try:
+            await _udp_ask(u, (SRV4, 5300), b"first")
+            assert len(controls) == 1
+            controls[0].close()  # the server ends the association (its relay closes)
+            # the flow ends at once, without waiting for the client's next datagram
+            while not seen or "flow ended" not in seen[-1]:
+                line = await asyncio.wait_for(proc.stderr.readline(), 5)
+                assert line, seen
+                seen.append(line.decode())
+            await _udp_ask(u, (SRV4, 5300), b"second")  # the same client source
+            assert len(controls) == 2  # through a new association
+        finally:
+            u.close()
+    log = "".join(seen) + (await proc.stderr.read()).decode()
+    assert "the SOCKS5 server closed the UDP association's control connection" in log, log
+    assert log.count("new flow") == 2 and "flow ended" in log, log
+    assert "never retrieved" not in log and "Task was destroyed" not in log, log
 
 
 async def test_proxy_bad_arguments_one_line_errors() -> None:
