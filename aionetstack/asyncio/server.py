@@ -12,13 +12,13 @@ import ssl as ssl_module
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aionetstack.asyncio.transport import TcpTransport, format_addr, make_ssl_protocol
 from aionetstack.errors import WouldBlock
 from aionetstack.stack.waiter import EVENT_IN
 from aionetstack.transport.tcp.state import TcpState
 
 if TYPE_CHECKING:
     from aionetstack.asyncio.stack import Stack
-    from aionetstack.asyncio.transport import TcpTransport
     from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
 
@@ -49,8 +49,6 @@ class Server(asyncio.AbstractServer):
 
     @property
     def addresses(self) -> list[tuple[Any, ...]]:
-        from aionetstack.asyncio.transport import format_addr
-
         return [format_addr(ep.local, ep.family) for ep in self._listeners if ep.local]
 
     @property
@@ -82,8 +80,6 @@ class Server(asyncio.AbstractServer):
             self._stack.defer(self._accept_all)
 
     def _accept_all(self) -> None:
-        from aionetstack.asyncio.transport import TcpTransport, make_ssl_protocol
-
         self._accept_scheduled = False
         if not self._serving:
             return

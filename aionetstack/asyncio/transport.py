@@ -56,31 +56,35 @@ def format_addr(addr: tuple[bytes, int], family: int) -> tuple[Any, ...]:
 class TcpTransport(asyncio.Transport):
     _start_tls_compatible = True  # loop.start_tls() / StreamWriter.start_tls() accept us
 
+    # Initial values of the flags and counters: class attributes, written to the instance
+    # only when they change (most never do on a short connection), not a dozen stores per
+    # connection in ``__init__``.
+    _buffer_size = 0
+    _eof = False  # write_eof() called
+    _eof_sent = False
+    _closing = False
+    _conn_lost = 0
+    _lost_called = False
+    _paused = False  # pause_reading()
+    _read_eof = False  # peer's FIN delivered to the protocol
+    _protocol_paused = False
+    _high = 64 * 1024
+    _low = 16 * 1024
+    _scheduled = False
+    _started = False  # connection_made has run: reactions may be deferred
+    _events = 0
+
     def __init__(self, stack: Stack, endpoint: TcpEndpoint, protocol: asyncio.BaseProtocol,
                  loop: asyncio.AbstractEventLoop,
                  waiter: asyncio.Future[None] | None = None,
                  server: Any = None, *, start_soon: bool = True) -> None:
-        super().__init__()
+        # no super().__init__(): BaseTransport's only sets ``_extra``, which is set here
         self._stack = stack
         self._ep = endpoint
         self._loop = loop
         self._protocol: asyncio.BaseProtocol = protocol
-        self._set_protocol_kind(protocol)
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)  # _set_protocol_kind
         self._buffer: collections.deque[bytes | bytearray | memoryview] = collections.deque()
-        self._buffer_size = 0
-        self._eof = False  # write_eof() called
-        self._eof_sent = False
-        self._closing = False
-        self._conn_lost = 0
-        self._lost_called = False
-        self._paused = False  # pause_reading()
-        self._read_eof = False  # peer's FIN delivered to the protocol
-        self._protocol_paused = False
-        self._high = 64 * 1024
-        self._low = 16 * 1024
-        self._scheduled = False
-        self._started = False  # connection_made has run: reactions may be deferred
-        self._events = 0
         self._server = server
         self._extra: dict[str, Any] = {"stack": stack, "endpoint": endpoint, "socket": None}
         # EVENT_OUT only while ``_buffer`` holds what the endpoint's send buffer did not take

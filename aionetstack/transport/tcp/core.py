@@ -89,7 +89,7 @@ class EndpointCore:
     __slots__ = (
         "__weakref__",  # a ``TimeWait`` record refers to its endpoint weakly
         "_ack_bytes", "_ack_now", "_corked", "_delack_timer", "_ka_probes", "_ka_timer",
-        "_keepalive", "_last_rx", "_linger_timer", "_pending_fin", "_rexmit_ts", "_rto_since",
+        "_keepalive", "_last_rx", "_linger", "_pending_fin", "_rexmit_ts", "_rto_since",
         "_rto_timer",
         "_syn_time", "_zwp_since", "bound_address", "error", "family", "keepcnt", "keepidle",
         "keepintvl",
@@ -139,8 +139,8 @@ class EndpointCore:
     _rexmit_ts: int | None
     _rto_timer: Timer
     _delack_timer: Timer
-    _linger_timer: Timer
-    _ka_timer: Timer
+    _linger: Timer | None  # made on first use: see ``_linger_timer``
+    _ka_timer: Timer | None  # made when keep-alive is first armed (``_keepalive_timer``)
     _keepalive: bool
     keepidle: float
     keepintvl: float
@@ -156,6 +156,31 @@ class EndpointCore:
         raise NotImplementedError
 
     def _arm_loss_timer(self, now: float, restart_pto: bool) -> None:
+        raise NotImplementedError  # ``timeouts``
+
+    # -- rarely used timers, made on first use ---------------------------------------------------
+    # Most connections never linger in FIN-WAIT-2 or TIME-WAIT with the endpoint (a record
+    # takes TIME-WAIT over) and never use keep-alive: not making these two timers saves two
+    # objects (and two bound methods) per endpoint.
+    @property
+    def _linger_timer(self) -> Timer:
+        """The TIME-WAIT / FIN-WAIT-2 timer, made on first use (reading ``_linger`` instead
+        tells whether it exists, without making it)."""
+        t = self._linger
+        if t is None:
+            t = self._linger = self.stack.timers.timer(self._on_linger)
+        return t
+
+    def _keepalive_timer(self) -> Timer:
+        t = self._ka_timer
+        if t is None:
+            t = self._ka_timer = self.stack.timers.timer(self._on_keepalive)
+        return t
+
+    def _on_linger(self, now: float) -> None:
+        raise NotImplementedError  # ``timeouts``
+
+    def _on_keepalive(self, now: float) -> None:
         raise NotImplementedError  # ``timeouts``
 
     # -- segment output ---------------------------------------------------------------------------
@@ -352,7 +377,7 @@ class EndpointCore:
         self._rto_timer.cancel()
         self._last_rx = now
         if self._keepalive:
-            self._ka_timer.schedule(now + self.keepidle)
+            self._keepalive_timer().schedule(now + self.keepidle)
         parent = self.parent
         if parent is not None:
             if parent.state is S.LISTEN and parent.listen_queue is not None:
@@ -387,7 +412,7 @@ class EndpointCore:
         endpoint object: its timers and its sender no longer call back into it, so no
         reference cycle keeps it alive once its owner lets go (it is freed by reference
         counting, not by the cyclic garbage collector)."""
-        for t in (self._rto_timer, self._delack_timer, self._linger_timer, self._ka_timer,
+        for t in (self._rto_timer, self._delack_timer, self._linger, self._ka_timer,
                   self.snd.loss_timer):
             if t is not None:
                 t.deadline = None  # cancel()

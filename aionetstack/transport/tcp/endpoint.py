@@ -37,7 +37,8 @@ MSS (RFC 1122 §4.2.3.9, RFC 1191, RFC 5927 sequence check).
 
 Timers: ``_rto_timer`` (SYN/data retransmission and zero-window probes), ``_delack_timer``,
 ``_linger_timer`` (TIME-WAIT 2*MSL, and the FIN-WAIT-2 timeout of a closed endpoint),
-``_ka_timer`` (keep-alive, off by default, RFC 9293 §3.8.4).  Reaching CLOSED cancels them all,
+``_ka_timer`` (keep-alive, off by default, RFC 9293 §3.8.4); the last two are made on first
+use.  Reaching CLOSED cancels them all,
 removes the endpoint from the demux tables and releases its port.  TIME-WAIT after the user has
 closed the endpoint is handed to a compact ``TimeWait`` record (``timewait``), which keeps the
 port and answers for the 4-tuple until 2*MSL is over; the endpoint reads TIME-WAIT until then.
@@ -154,8 +155,8 @@ class TcpEndpoint(SegmentInput):
         timers = self.stack.timers
         self._rto_timer = Timer(timers, self._on_rto)
         self._delack_timer = Timer(timers, self._on_delack)
-        self._linger_timer = Timer(timers, self._on_linger)
-        self._ka_timer = Timer(timers, self._on_keepalive)
+        self._linger = None  # the linger and keep-alive timers are made on first use
+        self._ka_timer = None
         self._keepalive = False
         self.keepidle = 7200.0  # RFC 9293 §3.8.4 (MUST-27): at least two hours by default
         self.keepintvl = 75.0
@@ -204,9 +205,10 @@ class TcpEndpoint(SegmentInput):
     def keepalive(self, value: bool) -> None:
         self._keepalive = bool(value)
         if not value:
-            self._ka_timer.cancel()
+            if self._ka_timer is not None:
+                self._ka_timer.cancel()
         elif self.state in SYNCHRONIZED:
-            self._ka_timer.schedule(self._last_rx + self.keepidle)
+            self._keepalive_timer().schedule(self._last_rx + self.keepidle)
 
     @property
     def congestion_control(self) -> str:
@@ -523,9 +525,10 @@ class TcpEndpoint(SegmentInput):
             self.shutdown_write()
         if self.state is S.FIN_WAIT_2:
             self._linger_timer.schedule(self.stack.now() + self.proto.fin_timeout)
-        elif self.state is S.TIME_WAIT and self._linger_timer.deadline is not None:
+        elif (self.state is S.TIME_WAIT and self._linger is not None
+              and self._linger.deadline is not None):
             # a compact record answers for what is left of 2*MSL
-            self.proto.time_wait.take_over(self, self._linger_timer.deadline)
+            self.proto.time_wait.take_over(self, self._linger.deadline)
 
     def abort(self) -> None:
         """Drop the connection at once, telling the peer with a RST (RFC 9293 §3.10.5)."""

@@ -102,7 +102,9 @@ class Sender(LossRecovery):
         self.buf_seq = seq_add(iss, 1)
         self.snd_sml = iss  # end of the last short segment sent (Minshall's Nagle)
         self.recover = iss
-        self._init_recovery(self.snd_una)
+        # the rest of the recovery state is as ``__init__`` left it (``start`` comes once, on a
+        # new sender): only what counts from the ISN moves, no second RtxQueue is made
+        self.rack_end = self.rack_fack = iss
 
     def set_mss(self, mss: int) -> None:
         self.mss = mss

@@ -135,17 +135,17 @@ class EndpointTimers(EndpointCore):
             return
         snd = self.snd
         if snd.outstanding() or snd.unsent() > 0:
-            self._ka_timer.schedule(now + self.keepidle)  # the RTO watches this connection
+            self._keepalive_timer().schedule(now + self.keepidle)  # the RTO watches this one
             return
         if self._ka_probes == 0 and now - self._last_rx < self.keepidle:
-            self._ka_timer.schedule(self._last_rx + self.keepidle)
+            self._keepalive_timer().schedule(self._last_rx + self.keepidle)
             return
         if self._ka_probes >= self.keepcnt:
             self._fail(TimedOut("keep-alive: the peer stopped answering"))
             return
         self._ka_probes += 1
         self._emit((snd.snd_una - 1) & MASK, ACK)  # RFC 9293 §3.8.4: SEG.SEQ = SND.NXT-1
-        self._ka_timer.schedule(now + self.keepintvl)
+        self._keepalive_timer().schedule(now + self.keepintvl)
 
     def _on_linger(self, now: float) -> None:
         if self.state is S.TIME_WAIT or self.state is S.FIN_WAIT_2:
