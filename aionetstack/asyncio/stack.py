@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aionetstack.asyncio.datagram import DatagramTransport
 from aionetstack.asyncio.server import Server
 from aionetstack.asyncio.transport import TcpTransport, make_ssl_protocol
+from aionetstack.asyncio.wait import wait_events
 from aionetstack.errors import (
     HostUnreachable,
     InvalidArgument,
@@ -434,18 +435,7 @@ class Stack(CoreStack):
                 ep.bind(local_addr[0] or None, local_addr[1])
             ep.start_connect(addr[0], addr[1])
             while ep.connecting():
-                # wait_events(), inline: one coroutine frame less on every connect
-                fut: asyncio.Future[None] = loop.create_future()
-
-                def wake(_events: int, fut: asyncio.Future[None] = fut) -> None:
-                    if not fut.done():
-                        fut.set_result(None)
-
-                entry = ep.waiter.register(wake, EVENT_OUT | EVENT_ERR | EVENT_HUP)
-                try:
-                    await fut
-                finally:
-                    ep.waiter.unregister(entry)
+                await wait_events(loop, ep.waiter, EVENT_OUT | EVENT_ERR | EVENT_HUP)
             ep.connect_result()  # raises the failure
             return ep
         except BaseException:
