@@ -91,8 +91,8 @@ class Stack(CoreStack):
             # the loop's clock; BaseEventLoop.time() is time.monotonic(), called without the
             # extra Python frame (the stack reads its clock several times per packet)
             base_time = asyncio.BaseEventLoop.time
-            self._clock = (time.monotonic if getattr(type(loop), "time", None) is base_time
-                           else loop.time)
+            self._clock = self.now = (
+                time.monotonic if getattr(type(loop), "time", None) is base_time else loop.time)
             self._rearm()
             for fdl in self._fd_links:
                 self._watch(fdl)

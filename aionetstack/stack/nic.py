@@ -93,13 +93,13 @@ class NIC:
         self.neigh6: NeighbourCache | None = None
         if self.l2:
             self.neigh4 = NeighbourCache(
-                stack.timers, stack.now, stack.stats_.neighbour,
+                stack.timers, lambda: stack.now(), stack.stats_.neighbour,
                 solicit=lambda ip, mac: stack.arp.solicit(self, ip, mac),
                 transmit=self.transmit,
                 on_unreachable=stack.on_neighbour_unreachable,
                 max_entries=stack.limits.neighbour_entries)
             self.neigh6 = NeighbourCache(
-                stack.timers, stack.now, stack.stats_.neighbour,
+                stack.timers, lambda: stack.now(), stack.stats_.neighbour,
                 solicit=lambda ip, mac: stack.ndp.solicit(self, ip, mac),
                 transmit=self.transmit,
                 on_unreachable=stack.on_neighbour_unreachable,

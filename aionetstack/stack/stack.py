@@ -67,6 +67,9 @@ class CoreStack:
                  ephemeral_ports: tuple[int, int] = (32768, 60999),
                  loopback: bool = True, limits: Limits | None = None) -> None:
         self._clock = clock
+        #: the stack's clock (seconds), the callable itself rather than a method that calls
+        #: it: TCP reads it several times per segment
+        self.now: Clock = clock
         self.limits = limits if limits is not None else Limits()
         self.rng = rng
         self.forwarding = forwarding
@@ -103,9 +106,6 @@ class CoreStack:
                                          _loopback=True)
 
     # -- time ----------------------------------------------------------------------------
-    def now(self) -> float:
-        return self._clock()
-
     def poll(self, now: float | None = None) -> float | None:
         """Run every timer due by ``now`` (default: the clock); return the next deadline."""
         self.timers.run_due(self._clock() if now is None else now)
@@ -130,7 +130,7 @@ class CoreStack:
         if nic.mtu < 68:
             raise InvalidArgument(f"MTU {nic.mtu} is below the IPv4 minimum of 68")
         self.nics[nic_id] = nic
-        link.attach(nic, self.now)
+        link.attach(nic, lambda: self.now())  # (late-bound: an asyncio Stack takes its loop's)
         for spec in addresses:
             self.add_address(nic, spec)
         if nic.l2 and link_local and nic.mtu >= 1280:

@@ -49,24 +49,27 @@ class Pieces:
 
 
 class ByteQueue:
-    __slots__ = ("_chunks", "_head", "_len")
+    """``nbytes`` (read-only outside) is ``len(queue)``, without the call: the TCP sender and
+    receiver read it for every segment."""
+
+    __slots__ = ("_chunks", "_head", "nbytes")
 
     def __init__(self) -> None:
         self._chunks: list[Chunk] = []
         self._head = 0  # bytes of _chunks[0] already taken
-        self._len = 0
+        self.nbytes = 0
 
     def __len__(self) -> int:
-        return self._len
+        return self.nbytes
 
     def __bool__(self) -> bool:
-        return self._len > 0
+        return self.nbytes > 0
 
     def __bytes__(self) -> bytes:
         return self.peek(-1)
 
     def __repr__(self) -> str:
-        return f"<ByteQueue {self._len} bytes in {len(self._chunks)} chunks>"
+        return f"<ByteQueue {self.nbytes} bytes in {len(self._chunks)} chunks>"
 
     # -- adding -----------------------------------------------------------------------------
     def append(self, data: bytes | bytearray | memoryview) -> None:
@@ -75,7 +78,7 @@ class ByteQueue:
         if not n:
             return
         chunks = self._chunks
-        self._len += n
+        self.nbytes += n
         if n < SMALL:
             if chunks:
                 last = chunks[-1]
@@ -132,8 +135,8 @@ class ByteQueue:
 
     def peek(self, n: int) -> bytes:
         """A copy of the first ``min(n, len)`` bytes (all of them with ``n < 0``)."""
-        if n < 0 or n > self._len:
-            n = self._len
+        if n < 0 or n > self.nbytes:
+            n = self.nbytes
         return bytes(self.view(0, n))
 
     # -- taking ------------------------------------------------------------------------------
@@ -141,7 +144,7 @@ class ByteQueue:
         """Forget the first ``n`` bytes (``n <= len``)."""
         if n <= 0:
             return
-        self._len -= n
+        self.nbytes -= n
         chunks = self._chunks
         head = self._head + n
         k = 0
@@ -154,8 +157,8 @@ class ByteQueue:
 
     def pop(self, n: int) -> bytes:
         """Take the first ``min(n, len)`` bytes (all of them with ``n < 0``)."""
-        if n < 0 or n > self._len:
-            n = self._len
+        if n < 0 or n > self.nbytes:
+            n = self.nbytes
         chunks = self._chunks
         if not n:
             return b""
@@ -163,7 +166,7 @@ class ByteQueue:
         if self._head == 0 and len(first) == n:
             # a whole chunk: no copy when it is a bytes (a received segment, typically)
             del chunks[0]
-            self._len -= n
+            self.nbytes -= n
             return first if type(first) is bytes else bytes(first)
         out = bytes(self.view(0, n))
         self.drop(n)
@@ -184,7 +187,7 @@ class ByteQueue:
 
     def pop_into(self, out: bytearray | memoryview) -> int:
         """Move up to ``len(out)`` bytes into ``out``; returns how many."""
-        n = min(len(out), self._len)
+        n = min(len(out), self.nbytes)
         if n <= 0:
             return 0
         dst = memoryview(out)
@@ -203,10 +206,10 @@ class ByteQueue:
                 k += 1
         del chunks[:k]
         self._head = head
-        self._len -= n
+        self.nbytes -= n
         return n
 
     def clear(self) -> None:
         self._chunks.clear()
         self._head = 0
-        self._len = 0
+        self.nbytes = 0

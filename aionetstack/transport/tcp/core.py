@@ -229,9 +229,6 @@ class EndpointCore:
     def _send_syn(self, ack: bool) -> None:
         self._emit(self.snd.iss, SYN | (ACK if ack else 0), b"", self._syn_options(ack))
 
-    def _emit_data(self, seq: int, flags: int, payload: bytes | memoryview | Pieces) -> None:
-        self._emit(seq, flags, payload)
-
     def _emit(self, seq: int, flags: int, payload: bytes | memoryview | Pieces = b"",
               options: TcpOptions | None = None) -> None:
         route = self.route

@@ -132,7 +132,7 @@ class TcpEndpoint(SegmentInput):
         self.rtt = RttEstimator(initial_rto=proto.initial_rto, min_rto=proto.min_rto,
                                 max_rto=proto.max_rto)
         # the congestion controller for the sender's initial MSS (536, RFC 9293 §3.7.1)
-        self.snd = Sender(self._emit_data, proto.sndbuf, self.rtt,
+        self.snd = Sender(self._emit, proto.sndbuf, self.rtt,
                           make_cc(proto.congestion_control, 536))
         self.rcv = Receiver(proto.rcvbuf, _wscale_for(proto.rcvbuf))
         self.rcv.stats = proto.stats

@@ -93,7 +93,8 @@ class Receiver:
 
     # -- window ------------------------------------------------------------------------------
     def _free(self) -> int:
-        return max(self.capacity - len(self.buffer), 0)
+        free = self.capacity - self.buffer.nbytes
+        return free if free > 0 else 0
 
     def max_window(self) -> int:
         """The largest window that can be offered: the buffer, or what the field can carry."""
@@ -102,7 +103,7 @@ class Receiver:
     def window_increase(self) -> int:
         """How far the right edge would move if a window were advertised now (SWS-filtered)."""
         # the arithmetic of seq_add / seq_sub, inline: this runs for every segment sent
-        free = self.capacity - len(self.buffer)
+        free = self.capacity - self.buffer.nbytes
         cap = 0xFFFF << self.rcv_wscale
         offer = 0 if free <= 0 else free if free < cap else cap
         grow = (self.rcv_nxt + offer - self.rcv_adv) & MASK  # right edge - rcv_adv
@@ -150,14 +151,18 @@ class Receiver:
     def on_data(self, seq: int, data: memoryview, fin: bool) -> tuple[int, bool]:
         """Take a segment's text (and FIN).  Returns (bytes now readable in order, out_of_order)."""
         nxt = self.rcv_nxt
-        off = seq_sub(nxt, seq)
+        off = (nxt - seq) & MASK  # seq_sub(nxt, seq), inline: this runs for every segment
+        if off & _HALF:
+            off -= 0x100000000
         if off > 0:
             self.duplicate(seq, min(off, len(data)))
             if off >= len(data) + (1 if fin else 0):
                 return 0, False  # a pure duplicate
             data = data[off:]
             seq = nxt
-        room = seq_sub(self.rcv_adv, seq)
+        room = (self.rcv_adv - seq) & MASK  # seq_sub(rcv_adv, seq)
+        if room & _HALF:
+            room -= 0x100000000
         if len(data) > room:
             data = data[:max(room, 0)]
             fin = False
@@ -171,7 +176,7 @@ class Receiver:
             return 0, bool(data) or fin
         delivered = len(data)
         self.buffer.append(data)
-        self.rcv_nxt = nxt = seq_add(nxt, delivered)
+        self.rcv_nxt = nxt = (nxt + delivered) & MASK
         if fin:
             self.fin_seq = nxt
         filled = False

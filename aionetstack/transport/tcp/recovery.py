@@ -161,7 +161,8 @@ class LossRecovery:
                 else:
                     self.undo_marker = None  # too many to account for: no undo this time
         if 0 < (end - snd_max) & MASK < _HALF:  # seq_gt(end, snd_max)
-            self.rq.sent(seq_max(seq, snd_max), end, now)
+            # seq_max(seq, snd_max), inline
+            self.rq.sent(snd_max if 0 < (snd_max - seq) & MASK < _HALF else seq, end, now)
         if self.in_recovery:
             self.prr_out += seq_sub(end, seq)
 
@@ -216,10 +217,34 @@ class LossRecovery:
             return False
         return True
 
+    def _rack_update_one(self, d: Delivered, now: float) -> None:
+        """``_rack_update`` for one delivered entry, with the sequence compares inline."""
+        order, xmit, end, retrans = d
+        rtt = now - xmit
+        if not (retrans and rtt < self.min_rtt):  # (else maybe the original's ACK, §6.2 step 1)
+            if not retrans:
+                m = self.min_rtt
+                if rtt < m:
+                    m = rtt
+                self.min_rtt = m if m > CLOCK_GRANULARITY else CLOCK_GRANULARITY
+            self.rack_rtt = rtt
+            if self.rack_xmit is None or order > self.rack_order or (
+                    order == self.rack_order
+                    and 0 < (end - self.rack_end) & MASK < _HALF):  # RACK_sent_after
+                self.rack_xmit, self.rack_order, self.rack_end = xmit, order, end
+        d_fack = (end - self.rack_fack) & MASK
+        if 0 < d_fack < _HALF:  # seq_gt(end, rack_fack)
+            self.rack_fack = end
+        elif d_fack > _HALF and not retrans:  # seq_lt(end, rack_fack)
+            self.reord = True  # delivered out of order (§6.2 step 2)
+
     def _rack_update(self, done: list[Delivered], now: float) -> None:
         """RFC 8985 §6.2 steps 1-2 for the entries this ACK delivered."""
+        if len(done) == 1:  # the usual case: one segment delivered, nothing to sort
+            self._rack_update_one(done[0], now)
+            return
         una = self.snd_una
-        single = len(done) == 1  # the usual case: one segment delivered, nothing to sort
+        single = False
         for order, xmit, end, retrans in done if single else sorted(
                 done, key=lambda d: (d[0], seq_sub(d[2], una))):
             rtt = now - xmit
@@ -394,10 +419,10 @@ class LossRecovery:
             pto = 1.0
         else:
             pto = 2 * srtt
-            if seq_sub(self.snd_max, self.snd_una) <= self.mss:
+            if (self.snd_max - self.snd_una) & MASK <= self.mss:  # (snd_una != snd_max here)
                 pto += WC_DEL_ACK
         at = now + pto
-        self.pto_at = at if rto_at is None else min(at, rto_at)
+        self.pto_at = at if rto_at is None or at < rto_at else rto_at
 
     def send_probe(self, now: float) -> bool:
         """RFC 8985 §7.3: one new segment if the peer's window allows, else the last segment

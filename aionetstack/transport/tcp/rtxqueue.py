@@ -20,7 +20,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Final
 
-from aionetstack.wire.seqnum import seq_gt, seq_lt, seq_sub
+from aionetstack.wire.seqnum import _HALF, MASK, seq_gt, seq_lt, seq_sub
 
 SACKED: Final = 1
 LOST: Final = 2
@@ -130,9 +130,10 @@ class RtxQueue:
         """Cumulative ACK up to ``una``: drop those entries; returns ``(xmit, end,
         retransmitted)`` of the ones not SACKed before (newly delivered)."""
         segs = self.segs
-        if not segs or not seq_gt(una, segs[0].start):
+        if not segs or not 0 < (una - segs[0].start) & MASK < _HALF:  # seq_gt(una, start)
             return []
-        k = self.split(una)
+        # everything acknowledged (the usual case) needs no split
+        k = len(segs) if una == segs[-1].end else self.split(una)
         gone = segs[:k]
         del segs[:k]
         out = []

@@ -118,25 +118,27 @@ class Sender(LossRecovery):
 
     @property
     def fin_seq(self) -> int | None:
-        return seq_add(self.buf_seq, len(self.buffer)) if self.fin_queued else None
+        return (self.buf_seq + self.buffer.nbytes) & MASK if self.fin_queued else None
 
     def fin_acked(self) -> bool:
         f = self.fin_seq
         return f is not None and seq_gt(self.snd_una, f)
 
     def space(self) -> int:
-        return max(self.capacity - len(self.buffer), 0)
+        free = self.capacity - self.buffer.nbytes
+        return free if free > 0 else 0
 
     def writable(self) -> bool:
         """Whether to report the endpoint writable: free space of at least half of what is
         queued (Linux ``sk_stream_is_writeable``), so a writer refills the buffer in large
         pieces rather than by the few bytes each ACK frees.  ``queue`` takes any free space."""
-        q = len(self.buffer)
+        q = self.buffer.nbytes
         free = self.capacity - q
         return free > 0 and 2 * free >= q
 
     def unsent(self) -> int:
-        return len(self.buffer) - seq_sub(self.snd_nxt, self.buf_seq)
+        off = (self.snd_nxt - self.buf_seq) & MASK  # seq_sub(snd_nxt, buf_seq), inline
+        return self.buffer.nbytes - (off - 0x100000000 if off & _HALF else off)
 
     def outstanding(self) -> bool:
         return self.snd_una != self.snd_max
@@ -173,7 +175,7 @@ class Sender(LossRecovery):
         off = (self.snd_nxt - self.buf_seq) & MASK
         if off & _HALF:
             off -= 0x100000000
-        queued = buf._len
+        queued = buf.nbytes
         if off > queued or (off == queued and not self.fin_queued):
             return sent  # nothing new to send: every call after an ACK that emptied the queue
         while True:
@@ -194,7 +196,7 @@ class Sender(LossRecovery):
             off = (nxt - self.buf_seq) & MASK
             if off & _HALF:
                 off -= 0x100000000
-            unsent = len(buf) - off
+            unsent = buf.nbytes - off
             if unsent < 0:
                 break  # FIN already sent
             wnd = self.snd_wnd
@@ -234,7 +236,7 @@ class Sender(LossRecovery):
         seq = (self.buf_seq + off) & MASK
         buf = self.buffer
         flags = ACK
-        if n and off + n == len(buf):
+        if n and off + n == buf.nbytes:
             flags |= PSH
         if fin:
             flags |= FIN
@@ -330,11 +332,14 @@ class Sender(LossRecovery):
     # -- input ---------------------------------------------------------------------------------
     def update_window(self, seq: int, ack: int, raw_wnd: int) -> bool:
         """RFC 9293 §3.10.7.4 window update rule; True when SND.WND changed."""
-        if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
+        wl1 = self.snd_wl1
+        if (0 < (seq - wl1) & MASK < _HALF  # seq_lt(wl1, seq), inline
+                or (wl1 == seq and seq_le(self.snd_wl2, ack))):
             wnd = raw_wnd << self.snd_wscale
             changed = wnd != self.snd_wnd
             self.snd_wnd = wnd
-            self.max_snd_wnd = max(self.max_snd_wnd, wnd)
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
             self.snd_wl1, self.snd_wl2 = seq, ack
             return changed
         return False
@@ -347,7 +352,12 @@ class Sender(LossRecovery):
         if acked & _HALF:
             return 0
         if self.sack_ok:
-            prev_flight = self.rq.pipe(seq_sub(self.snd_max, una))
+            flight = (self.snd_max - una) & MASK  # max(seq_sub(snd_max, una), 0), inline
+            if flight & _HALF:
+                flight = 0
+            rq = self.rq
+            prev_flight = (flight if not (rq.sacked or rq.lost or rq.retrans)
+                           else rq.pipe(flight))
             if acked > 0 and self.sb.blocks:  # (nothing to prune from an empty scoreboard)
                 self.sb.prune(ack)
             if sack_blocks:
@@ -362,18 +372,19 @@ class Sender(LossRecovery):
         if acked > 0:
             self.snd_una = ack
             # min(max(seq_sub(ack, buf_seq), 0), len(buffer)), inline
+            buf = self.buffer
             drop = (ack - self.buf_seq) & MASK
             if drop & _HALF:
                 drop = 0
-            elif drop > len(self.buffer):
-                drop = len(self.buffer)
+            elif drop > buf.nbytes:
+                drop = buf.nbytes
             if drop:
-                self.buffer.drop(drop)
+                buf.drop(drop)
                 if self.account is not None:
                     self.account.add(-drop)
-                self.buf_seq = seq_add(self.buf_seq, drop)
+                self.buf_seq = (self.buf_seq + drop) & MASK
                 self.bytes_acked += drop
-            if seq_lt(self.snd_nxt, ack):
+            if 0 < (ack - self.snd_nxt) & MASK < _HALF:  # seq_lt(snd_nxt, ack), inline
                 self.snd_nxt = ack
             self.retries = 0
             rtt = ts_rtt
