@@ -173,7 +173,7 @@ class TcpTransport(asyncio.Transport):
             if self._paused or (self._closing and self._conn_lost):
                 return
             rcv = ep.rcv
-            if (not rcv.buffer and not rcv.fin_received and ep.error is None
+            if (not rcv.buffer.nbytes and not rcv.fin_received and ep.error is None
                     and ep.state in _READ_WOULD_BLOCK):
                 return  # what ep.read() would say with WouldBlock, without raising it
             try:

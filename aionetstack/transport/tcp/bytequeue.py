@@ -144,8 +144,12 @@ class ByteQueue:
         """Forget the first ``n`` bytes (``n <= len``)."""
         if n <= 0:
             return
-        self.nbytes -= n
         chunks = self._chunks
+        if n == self.nbytes:  # everything (an ACK of all data in flight, typically)
+            chunks.clear()
+            self._head = self.nbytes = 0
+            return
+        self.nbytes -= n
         head = self._head + n
         k = 0
         while k < len(chunks) and head >= len(chunks[k]):

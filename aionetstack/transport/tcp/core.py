@@ -342,7 +342,7 @@ class EndpointCore:
                 self._delack_timer.schedule_if_earlier(now)
             if sent and snd.sack_ok:
                 self._arm_loss_timer(now, True)  # RFC 8985 §7.2: after new data
-            if (not snd.outstanding() and (snd.unsent() > 0)
+            if (snd.snd_una == snd.snd_max and snd.unsent() > 0  # not outstanding()
                     and not self._rto_timer.armed):
                 self._rto_timer.schedule(now + self.rtt.timeout())
         return sent

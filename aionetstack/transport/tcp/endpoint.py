@@ -440,7 +440,7 @@ class TcpEndpoint(SegmentInput):
         rcv = self.rcv
         if n == 0:
             return b""
-        if rcv.buffer:
+        if rcv.buffer.nbytes:
             data = rcv.read(n, whole=False)
             self._maybe_window_update()
             return data

@@ -215,7 +215,7 @@ class SegmentInput(EndpointTimers):
         dup = not payload and not flags & FIN and not changed
         acked = snd.on_ack(ack, now, ts_rtt, dup, h.options.sack_blocks)
         if acked:
-            if snd.outstanding():
+            if snd.snd_una != snd.snd_max:  # outstanding()
                 self._rto_timer.schedule(now + self.rtt.timeout())
             else:
                 self._rto_timer.cancel()
