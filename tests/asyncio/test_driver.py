@@ -329,6 +329,35 @@ def test_nics_added_outside_any_loop() -> None:
     assert asyncio.run(run()) >= 0.0
 
 
+class _OffsetClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock is not ``time.monotonic`` (as a virtual-time loop's isn't)."""
+
+    def time(self) -> float:
+        return time.monotonic() + 10_000.0
+
+
+def test_a_loop_with_its_own_clock_times_nics_added_before_it() -> None:
+    # the stack takes the loop's clock when it binds; a link and a neighbour cache made before
+    # that must read the same clock, or their deadlines (a delayed frame, an ARP/NDP entry's
+    # age) are set in another time base than the stack's timers run on
+    a_end, b_end = link.pipe(l2=True, delay=0.002, seed=3)
+    a, b = Stack(), Stack()
+    nic = a.add_nic(a_end, [f"{A4}/24", f"{A6}/64"])
+    b.add_nic(b_end, [f"{B4}/24", f"{B6}/64"])
+
+    async def run() -> tuple[float, float]:
+        async with a, b:
+            now = asyncio.get_running_loop().time()
+            assert nic.neigh4 is not None
+            for clock in (a.now, a_end._clock, nic.neigh4._clock):
+                assert clock is not None and clock() == pytest.approx(now, abs=1.0)
+            return await a.ping(B4, timeout=2), await b.ping(A6, timeout=2)
+
+    with asyncio.Runner(loop_factory=_OffsetClockLoop) as runner:
+        rtt4, rtt6 = runner.run(run())
+    assert 0.004 <= rtt4 < 1.0 and 0.004 <= rtt6 < 1.0  # two 2 ms hops each way round
+
+
 # -- stats -----------------------------------------------------------------------------------
 
 def _assert_plain(obj: object, path: str = "stats") -> None:
