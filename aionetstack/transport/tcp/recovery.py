@@ -217,51 +217,45 @@ class LossRecovery:
             return False
         return True
 
-    def _rack_update_one(self, d: Delivered, now: float) -> None:
-        """``_rack_update`` for one delivered entry, with the sequence compares inline."""
-        order, xmit, end, retrans = d
-        rtt = now - xmit
-        if not (retrans and rtt < self.min_rtt):  # (else maybe the original's ACK, §6.2 step 1)
-            if not retrans:
-                m = self.min_rtt
-                if rtt < m:
-                    m = rtt
-                self.min_rtt = m if m > CLOCK_GRANULARITY else CLOCK_GRANULARITY
-            self.rack_rtt = rtt
-            if self.rack_xmit is None or order > self.rack_order or (
-                    order == self.rack_order
-                    and 0 < (end - self.rack_end) & MASK < _HALF):  # RACK_sent_after
-                self.rack_xmit, self.rack_order, self.rack_end = xmit, order, end
-        d_fack = (end - self.rack_fack) & MASK
-        if 0 < d_fack < _HALF:  # seq_gt(end, rack_fack)
-            self.rack_fack = end
-        elif d_fack > _HALF and not retrans:  # seq_lt(end, rack_fack)
-            self.reord = True  # delivered out of order (§6.2 step 2)
-
     def _rack_update(self, done: list[Delivered], now: float) -> None:
-        """RFC 8985 §6.2 steps 1-2 for the entries this ACK delivered."""
+        """RFC 8985 §6.2 steps 1-2 for the entries this ACK delivered: step 1 in the order they
+        were sent, step 2 in sequence order."""
         if len(done) == 1:  # the usual case: one segment delivered, nothing to sort
-            self._rack_update_one(done[0], now)
+            d = done[0]
+            self._rack_sent(d, now)
+            self._rack_fack_update(d)
             return
         una = self.snd_una
-        single = False
-        for order, xmit, end, retrans in done if single else sorted(
-                done, key=lambda d: (d[0], seq_sub(d[2], una))):
-            rtt = now - xmit
-            if retrans and rtt < self.min_rtt:
-                continue  # the ACK may be for the original transmission (§6.2 step 1)
-            if not retrans:
-                self.min_rtt = max(min(self.min_rtt, rtt), CLOCK_GRANULARITY)
-            self.rack_rtt = rtt
-            if self.rack_xmit is None or order > self.rack_order or (
-                    order == self.rack_order and seq_gt(end, self.rack_end)):  # RACK_sent_after
-                self.rack_xmit, self.rack_order, self.rack_end = xmit, order, end
-        for _, _, end, retrans in done if single else sorted(
-                done, key=lambda d: seq_sub(d[2], una)):
-            if seq_gt(end, self.rack_fack):
-                self.rack_fack = end
-            elif seq_lt(end, self.rack_fack) and not retrans:
-                self.reord = True  # delivered out of order (§6.2 step 2)
+        for d in sorted(done, key=lambda d: (d[0], seq_sub(d[2], una))):
+            self._rack_sent(d, now)
+        for d in sorted(done, key=lambda d: seq_sub(d[2], una)):
+            self._rack_fack_update(d)
+
+    def _rack_sent(self, d: Delivered, now: float) -> None:
+        """§6.2 step 1: RACK.min_RTT, RACK.rtt and the most recently sent delivered entry."""
+        order, xmit, end, retrans = d
+        rtt = now - xmit
+        if retrans and rtt < self.min_rtt:
+            return  # the ACK may be for the original transmission
+        if not retrans:
+            m = self.min_rtt
+            if rtt < m:
+                m = rtt
+            self.min_rtt = m if m > CLOCK_GRANULARITY else CLOCK_GRANULARITY
+        self.rack_rtt = rtt
+        if self.rack_xmit is None or order > self.rack_order or (
+                order == self.rack_order
+                and 0 < (end - self.rack_end) & MASK < _HALF):  # RACK_sent_after, seq_gt inline
+            self.rack_xmit, self.rack_order, self.rack_end = xmit, order, end
+
+    def _rack_fack_update(self, d: Delivered) -> None:
+        """§6.2 step 2: RACK.fack, and reordering seen when an entry below it is delivered."""
+        end = d[2]
+        dist = (end - self.rack_fack) & MASK
+        if 0 < dist < _HALF:  # seq_gt(end, rack_fack), inline
+            self.rack_fack = end
+        elif dist > _HALF and not d[3]:  # seq_lt(end, rack_fack), not retransmitted
+            self.reord = True
 
     def _reo_wnd_update(self, dsack: bool) -> None:
         """RFC 8985 §6.2 step 3: widen the reordering window after D-SACKs, one step per
