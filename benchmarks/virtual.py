@@ -9,8 +9,11 @@ The kernel baseline does the same job for real (wall-clock time): two namespaces
 plain TUN device, joined by a userspace relay in the worker that delays every packet 10 ms and
 drops ``loss`` of them in both directions (``sch_netem`` is missing on many container kernels);
 SO_SNDBUF/SO_RCVBUF are set to the buffer size (Linux doubles the value for bookkeeping and stops
-autotuning), and a ``_kpeer`` source sends for a fixed time.  It needs root; without it the rows
-carry no kernel figure.
+autotuning), and a ``_kpeer`` source sends for a fixed time.  The kernel runs CUBIC, as the stack
+does (``KERNEL_CC``): under random loss the congestion control decides the goodput, and the
+machine's default may be BBR, which ignores random loss (one BBR run per row is kept in
+``params["kernel_bbr_MBps"]`` for reference).  It needs root; without it the rows carry no kernel
+figure.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import random
 import time
 
+from benchmarks._kpeer import KERNEL_CC
 from benchmarks.common import Ctx, Numbers, Params, Row, Skip, case, is_root, measure, run_measure
 from benchmarks.netns import Peer, namespaces
 
@@ -155,9 +159,11 @@ async def _kgoodput(p: Params) -> Numbers:
         relay = _LossyRelay(ta.fileno(), tb.fileno(), RTT / 2, float(p["loss"]),
                             int(p.get("seed", 1)))
         relay.start()
-        sink = await Peer.start(nb, "sink", "198.19.0.2", "5001", "--rcvbuf", str(buf))
+        cc = str(p.get("cc", KERNEL_CC))
+        sink = await Peer.start(nb, "sink", "198.19.0.2", "5001", "--rcvbuf", str(buf),
+                                "--cc", cc)
         src = await Peer.start(na, "source", "198.19.0.2", "5001", str(p["seconds"]),
-                               "--sndbuf", str(buf), wait_ready=False)
+                               "--sndbuf", str(buf), "--cc", cc, wait_ready=False)
         try:
             res = await sink.result()
             await src.result()
@@ -183,6 +189,7 @@ def goodput_loss(ctx: Ctx) -> list[Row]:
             st: list[float] = []
             ke: list[float] = []
             real: list[float] = []
+            bbr: list[float] = []
             for run in range(ctx.runs):
                 r = run_measure("virt.goodput", loss=loss, buf=buf, nbytes=nbytes, seed=run + 1)
                 st.append(r["MBps"])
@@ -192,13 +199,18 @@ def goodput_loss(ctx: Ctx) -> list[Row]:
                 try:
                     ke.append(run_measure("virt.kgoodput", loss=loss, buf=buf,
                                           seconds=seconds)["MBps"])
+                    if run == 0:  # for reference, the loss-blind BBR on the same path
+                        bbr.append(run_measure("virt.kgoodput", loss=loss, buf=buf,
+                                               seconds=seconds, cc="bbr")["MBps"])
                 except Skip as exc:
                     kernel_note = f"no kernel baseline: {exc}"
             params = {"loss": loss, "rtt_s": RTT, "buf": buf, "nbytes": nbytes,
-                      "kernel_seconds": seconds, "stack_real_s": real}
+                      "kernel_seconds": seconds, "stack_real_s": real, "kernel_cc": KERNEL_CC,
+                      "kernel_bbr_MBps": bbr[0] if bbr else None}
             rows.append(Row("goodput_loss", f"goodput, {loss:.0%} loss, 20 ms RTT, "
                             f"buf {buf // 1024} KiB", "MB/s", "higher", params, st, ke,
-                            "kernel↔kernel via TUN relay, same delay/loss (real time)",
+                            f"kernel↔kernel ({KERNEL_CC}) via TUN relay, same delay/loss "
+                            "(real time)",
                             note=kernel_note))
     return rows
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
+
+from benchmarks._kpeer import KERNEL_CC
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -28,7 +31,8 @@ class Net(Protocol):
 
 
 class KernelLoopback:
-    """asyncio streams over kernel sockets on 127.0.0.1."""
+    """asyncio streams over kernel sockets on 127.0.0.1, with the stack's congestion control
+    (``KERNEL_CC``, CUBIC) rather than the machine's default."""
 
     def __init__(self) -> None:
         self.servers: list[asyncio.Server] = []
@@ -37,11 +41,16 @@ class KernelLoopback:
         srv = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=backlog,
                                          limit=CHUNK * 4)
         self.servers.append(srv)
-        port: int = srv.sockets[0].getsockname()[1]
+        sock = srv.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, KERNEL_CC.encode())
+        port: int = sock.getsockname()[1]  # (accepted sockets inherit the listener's choice)
         return "127.0.0.1", port
 
     async def connect(self, host: str, port: int) -> Streams:
-        return await asyncio.open_connection(host, port, limit=CHUNK * 4)
+        r, w = await asyncio.open_connection(host, port, limit=CHUNK * 4)
+        w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION,
+                                              KERNEL_CC.encode())
+        return r, w
 
     async def close(self) -> None:
         for s in self.servers:

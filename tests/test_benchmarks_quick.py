@@ -61,3 +61,52 @@ def test_a_crashing_case_fails_the_run(tmp_path: Path) -> None:
     assert rc == 1
     rows = json.loads(out.read_text())
     assert rows[0]["skipped"].startswith("FAILED: boom")
+
+
+def _cc_of(sock: object) -> str:
+    import socket
+
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)  # type: ignore[attr-defined]
+    return bytes(raw).rstrip(b"\0").decode()
+
+
+def test_kernel_loopback_baseline_runs_the_stacks_congestion_control() -> None:
+    """The kernel baselines compare the same algorithm as the stack's default (CUBIC), not the
+    machine's default (BBR on these VMs, which ignores random loss)."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks._kpeer import KERNEL_CC
+        from benchmarks.workloads import KernelLoopback
+    finally:
+        sys.path.remove(str(ROOT))
+    from aionetstack.testing import VirtualNetwork
+    from aionetstack.transport.tcp import install_tcp
+
+    async def main() -> tuple[str, str]:
+        net = KernelLoopback()
+        server_cc: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            server_cc.set_result(_cc_of(w.get_extra_info("socket")))
+            w.close()
+
+        host, port = await net.serve(handler)
+        _, w = await net.connect(host, port)
+        client = _cc_of(w.get_extra_info("socket"))
+        server = await server_cc
+        w.close()
+        await net.close()
+        return client, server
+
+    assert asyncio.run(main()) == (KERNEL_CC, KERNEL_CC)
+    assert install_tcp(VirtualNetwork(seed=1).stack()).congestion_control == KERNEL_CC
+
+
+def test_kernel_peer_rejects_an_unknown_congestion_control_clearly() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks._kpeer", "sink", "127.0.0.1", "0", "--cc", "nosuchcc"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode != 0
+    assert "congestion control 'nosuchcc' not available" in proc.stderr
