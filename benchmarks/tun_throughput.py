@@ -6,8 +6,9 @@ Creates a network namespace with a TUN device (kernel side 198.18.0.1/24, stack 
 then for offloads off and on moves ``--size-mb`` MB kernel→stack (a kernel socket sends to a
 discard server on the stack) and stack→kernel (a stack connection sends to a kernel socket that
 reads), and prints MB/s (MB = 10^6 bytes; time from the first byte written to the last byte
-read).  The kernel side runs on a thread with blocking sockets, like an outside peer.  The
-namespace is removed at the end.  Nothing is asserted: this measures, it does not test.
+read).  The kernel side runs on a thread with blocking sockets, like an outside peer, with CUBIC
+as the stack does (``_kpeer.KERNEL_CC``).  The namespace is removed at the end.  Nothing is
+asserted: this measures, it does not test.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aionetstack import Stack, link
+from benchmarks._kpeer import KERNEL_CC, set_cc
 
 KERNEL, STACK = "198.18.0.1", "198.18.0.2"
 PORT = 5001
@@ -46,9 +48,11 @@ def ns_socket(ns: str, family: int = socket.AF_INET) -> socket.socket:
 
     nsmod.pushns(ns)
     try:
-        return socket.socket(family, socket.SOCK_STREAM)
+        s = socket.socket(family, socket.SOCK_STREAM)
     finally:
         nsmod.popns()
+    set_cc(s, KERNEL_CC)  # the stack's algorithm, as in every kernel baseline (see _kpeer)
+    return s
 
 
 async def kernel_to_stack(stack: Stack, ns: str, size: int) -> float:
