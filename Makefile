@@ -30,7 +30,7 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick --json /tmp/aionetstack-bench.json
 # the full run (root for the TUN cases): benchmarks/results/latest.json and PNG plots
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -e '.[bench,pytcp]'
 	$(PY) -m benchmarks
 
 test: system-deps $(STAMP) lint typecheck bench-quick unit

@@ -175,10 +175,11 @@ def is_root() -> bool:
 
 
 def pytcp_available() -> bool:
-    """Hook for an optional PyTCP (``pmd-pytcp``) column; not wired to any case yet."""
+    """Whether PyTCP (``pmd-pytcp``, import name ``pmd_pytcp``) is installed: the TUN cases
+    then run it too, as a column of their own (``benchmarks.pytcp_cases``)."""
     import importlib.util
 
-    return importlib.util.find_spec("pytcp") is not None
+    return importlib.util.find_spec("pmd_pytcp") is not None
 
 
 # -- cases ---------------------------------------------------------------------------------------

@@ -13,7 +13,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks import inmemory, tun_cases, virtual  # noqa: F401  (registers the cases)
+from benchmarks import (  # noqa: F401  (registers the cases and measures)
+    inmemory,
+    pytcp_cases,
+    tun_cases,
+    virtual,
+)
 from benchmarks.common import (
     CASE_DOCS,
     CASES,

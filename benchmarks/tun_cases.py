@@ -18,8 +18,18 @@ import contextlib
 import re
 from typing import Any
 
-from benchmarks.common import Ctx, Numbers, Params, Row, case, measure, percentile, run_measure
+from benchmarks.common import (
+    Ctx,
+    Numbers,
+    Params,
+    Row,
+    case,
+    measure,
+    percentile,
+    run_measure,
+)
 from benchmarks.netns import Peer, enter, namespaces, no_offloads, require_netns, veth
+from benchmarks.pytcp_cases import pytcp_run
 from benchmarks.workloads import KernelLoopback, Sink, conn_rate, echo_rtt, send_for
 
 KERNEL, STACK = "198.18.0.1", "198.18.0.2"
@@ -280,19 +290,24 @@ def tun_bulk(ctx: Ctx) -> list[Row]:
     combos = [(off, d) for off in (False, True) for d in ("k2s", "s2k")]
     stack: dict[tuple[bool, str], list[float]] = {c: [] for c in combos}
     kernel: dict[bool, list[float]] = {False: [], True: []}
+    pytcp: dict[str, list[float]] = {"k2s": [], "s2k": []}  # no offloads: those rows only
     for _ in range(ctx.runs):
         for off in (False, True):
             kernel[off].append(run_measure("tun.kbulk", budget=budget, offload=off)["MBps"])
         for off, d in combos:
             stack[(off, d)].append(run_measure("tun.bulk", offload=off, direction=d,
                                                budget=budget)["MBps"])
+        for d in ("k2s", "s2k"):
+            if (r := pytcp_run(d, budget=budget)) is not None:
+                pytcp[d].append(r["MBps"])
     rows = []
     for off, d in combos:
         label = "kernel→stack" if d == "k2s" else "stack→kernel"
         rows.append(Row("tun_bulk", f"TUN {label}, MTU 1500, offload {'on' if off else 'off'}",
                         "MB/s", "higher", {"offload": off, "direction": d, "budget": budget},
                         stack[(off, d)], list(kernel[off]),
-                        f"{VETH}, TSO/GSO/GRO {'on' if off else 'off'}"))
+                        f"{VETH}, TSO/GSO/GRO {'on' if off else 'off'}",
+                        pytcp_runs=[] if off else pytcp[d]))
     return rows
 
 
@@ -303,11 +318,14 @@ def tun_connrate(ctx: Ctx) -> list[Row]:
     params = {"count": ctx.pick(300, 3000), "budget": ctx.pick(0.5, 2.0)}
     st = []
     ke = []
+    py = []
     for _ in range(ctx.runs):
         st.append(run_measure("tun.connrate", kind="stack", **params)["per_s"])
         ke.append(run_measure("tun.connrate", kind="kernel", **params)["per_s"])
+        if (r := pytcp_run("connrate", **params)) is not None:
+            py.append(r["per_s"])
     return [Row("tun_connrate", "connect+echo+close, TUN", "conn/s", "higher", params, st, ke,
-                "asyncio client → kernel echo over veth")]
+                "asyncio client → kernel echo over veth", pytcp_runs=py)]
 
 
 @case("tun_rtt")
@@ -317,12 +335,16 @@ def tun_rtt(ctx: Ctx) -> list[Row]:
     params = {"count": ctx.pick(500, 5000)}
     st = []
     ke = []
+    py = []
     for _ in range(ctx.runs):
         st.append(run_measure("tun.rtt", kind="stack", **params))
         ke.append(run_measure("tun.rtt", kind="kernel", **params))
+        if (r := pytcp_run("rtt", **params)) is not None:
+            py.append(r)
     return [Row("tun_rtt", f"echo RTT {q}, 64 B, TUN", "us", "lower", params,
                 [r[f"{q}_us"] for r in st], [r[f"{q}_us"] for r in ke],
-                "asyncio client → kernel echo over veth") for q in ("p50", "p99")]
+                "asyncio client → kernel echo over veth", pytcp_runs=[r[f"{q}_us"] for r in py])
+            for q in ("p50", "p99")]
 
 
 @case("tun_ping")
@@ -334,11 +356,14 @@ def tun_ping(ctx: Ctx) -> list[Row]:
     ke = []
     fl = []
     sp = []
+    py = []
     for _ in range(ctx.runs):
         st.append(run_measure("tun.ping", kind="stack", **params))
         ke.append(run_measure("tun.ping", kind="kernel", **params))
         fl.append(run_measure("tun.ping", kind="floor", **params))
         sp.append(run_measure("tun.ping", kind="split", **params))
+        if (r := pytcp_run("ping", **params)) is not None:
+            py.append(r)
     rows = []
     for d, label in (("s2k", "stack.ping → kernel"), ("k2s", "kernel ping → stack"),
                      ("floor", "kernel ping → bare asyncio responder (floor)")):
@@ -346,6 +371,7 @@ def tun_ping(ctx: Ctx) -> list[Row]:
             rows.append(Row("tun_ping", f"ping {q}, {label}, TUN", "us", "lower", params,
                             [r[f"{d}_{q}_us"] for r in (fl if d == "floor" else st)],
                             [r[f"veth_{q}_us"] for r in ke], "kernel ping over veth",
+                            pytcp_runs=[r[f"{q}_us"] for r in py] if d == "k2s" else [],
                             note="no stack: add_reader, os.read, os.write"
                             if d == "floor" else ""))
     for k, label in (("callback", "all of it"), ("reads", "the link's reads"),
