@@ -40,7 +40,6 @@ KERNEL, PEER = "198.18.0.1", "198.18.0.2"
 DEV = "ansb0"
 MB = 1e6
 SNDBUF = 1 << 18
-LABEL = "PyTCP (pmd-pytcp) over TUN, no offloads"
 
 
 def pytcp_run(job: str, **params: Any) -> Numbers | None:
@@ -118,7 +117,7 @@ async def _recv_exactly(s: Any, n: int) -> bytes:
         if not d:
             raise ConnectionError(f"EOF after {len(out)} of {n} bytes")
         out += d
-    return bytes(out)
+    return out
 
 
 async def _k2s(p: _PyTcp, budget: float) -> Numbers:
