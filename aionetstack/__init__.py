@@ -8,13 +8,15 @@
         rtt = await a.ping("fd00::2")
 """
 
-from aionetstack import errors, link
+# ``_accel`` first: it picks the compiled core or the pure sources
+from aionetstack import _accel, errors, link
 from aionetstack.asyncio.stack import Stack
 from aionetstack.clock import ManualClock
 from aionetstack.stack.stack import CoreStack
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 
 __version__ = "0.1.0"
+compiled = _accel.compiled  # the mypyc-compiled core is in use (aionetstack._accel)
 
 __all__ = [
     "EVENT_ERR",
@@ -25,6 +27,7 @@ __all__ = [
     "ManualClock",
     "Stack",
     "__version__",
+    "compiled",
     "errors",
     "link",
 ]

@@ -7,6 +7,7 @@ import fnmatch
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -51,10 +52,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tuned-malloc", action="store_true",
                     help="run every worker (stack and kernel) with fixed glibc malloc thresholds "
                          "(benchmarks.common.MALLOC_ENV) instead of glibc's defaults")
+    ap.add_argument("--pure", action="store_true",
+                    help="run the stack as pure Python even where its core is compiled "
+                         "(AIONETSTACK_PURE=1 in every worker; aionetstack._accel)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
+
+
+def _core_kind() -> str:
+    """How the workers run the stack: its compiled core or pure Python."""
+    proc = subprocess.run([sys.executable, "-c", "import aionetstack; print(aionetstack.compiled)"],
+                          capture_output=True, text=True, check=True,
+                          env={**os.environ, **WORKER_ENV})
+    return ("compiled core (mypyc)" if proc.stdout.strip() == "True" else "pure Python")
 
 
 def _worker(name: str, params: str) -> int:
@@ -137,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Ctx(quick=args.quick, runs=args.runs or (1 if args.quick else 3))
     if args.tuned_malloc:
         WORKER_ENV.update(MALLOC_ENV)
+    if args.pure:
+        WORKER_ENV["AIONETSTACK_PURE"] = "1"
+    core = _core_kind()
+    print(f"· the stack runs {core}", file=sys.stderr)
     rows: list[Row] = []
     failed: list[str] = []
     started = time.perf_counter()
@@ -161,13 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     mode = "quick" if args.quick else "full"
     title = (f"aionetstack benchmarks ({mode}, {ctx.runs} run(s) per figure, median; "
-             f"{elapsed:.0f} s)")
+             f"{core}; {elapsed:.0f} s)")
     print_table(rows, title)
     doc: list[dict[str, Any]] = []
     meta = {"mode": mode, "runs": ctx.runs, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "time": time.time(),
             "elapsed_s": elapsed, "pytcp": pytcp_available(),
-            "malloc_env": WORKER_ENV or "glibc defaults"}
+            "malloc_env": {k: v for k, v in WORKER_ENV.items() if k in MALLOC_ENV}
+            or "glibc defaults", "core": core}
     for r in rows:
         d = r.to_json()
         d["meta"] = meta

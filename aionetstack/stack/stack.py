@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from aionetstack.clock import Clock, RandomSource
 from aionetstack.errors import (
     AddressNotAvailable,
@@ -59,6 +61,7 @@ class TransportProtocol(Protocol):
     def icmp_error(self, err: IcmpError) -> None: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # asyncio's Stack, and applications' own
 class CoreStack:
     """A TCP/IP stack as a pure state machine.  See the module docstring."""
 

@@ -218,6 +218,7 @@ async def test_echo_reply_is_written_within_the_read_callback(
     assert s.stats()["icmpv4"] == {"received": 1, "echo-reply-sent": 1}
 
 
+@pytest.mark.pure_python  # replaces a method of the (compiled) IcmpProtocol
 async def test_unicast_echo_request_bypasses_the_general_icmp_demux(
         fd_stack: tuple[Stack, FdLink, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast path: no parsed ICMP message and no PacketInfo for an echo request."""
@@ -256,6 +257,7 @@ async def test_ping_returns_one_loop_iteration_after_the_reply_is_read(
     assert 0.0 <= task.result() < 5.0
 
 
+@pytest.mark.pure_python  # replaces a method of the (compiled) IcmpProtocol
 async def test_echo_reply_bypasses_the_general_icmp_demux(
         fd_stack: tuple[Stack, FdLink, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
     s, fdl, peer = fd_stack

@@ -262,6 +262,7 @@ def test_adjacent_fragments_do_not_overlap() -> None:
     assert r.stats()["overlap"] == 0
 
 
+@pytest.mark.pure_python  # compiled code inlines the Final constant
 def test_tombstone_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fragment_mod, "MAX_TOMBSTONES", 2)
     r = Reassembler(ipv6=True)

@@ -80,6 +80,9 @@ are Reno's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar, cast
+
+from mypy_extensions import mypyc_attr
 
 from aionetstack.errors import InvalidArgument
 
@@ -94,6 +97,7 @@ __all__ = [
 ]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # applications register their own
 class CongestionControl:
     """Interface (and Reno-style recovery defaults) every congestion controller implements."""
 
@@ -152,9 +156,9 @@ class Cubic(Reno):
 
     __slots__ = ("after_rto", "cwnd_prior", "epoch", "k", "srtt", "w_est", "w_max")
 
-    C = 0.4
-    BETA = 0.7
-    ALPHA = 3 * (1 - BETA) / (1 + BETA)  # §4.3: Reno-friendly additive increase
+    C: ClassVar[float] = 0.4
+    BETA: ClassVar[float] = 0.7
+    ALPHA: ClassVar[float] = 3 * (1 - 0.7) / (1 + 0.7)  # §4.3 (BETA): Reno-friendly increase
 
     def __init__(self, mss: int) -> None:
         super().__init__(mss)
@@ -247,7 +251,8 @@ def make_cc(name: str, mss: int) -> CongestionControl:
     if factory is None:
         raise InvalidArgument(
             f"unknown congestion control {name!r} ({', '.join(_REGISTRY)})")
-    cc = factory(mss)
+    # a registered factory is the application's code: what it returns is checked, not trusted
+    cc = cast("Callable[[int], object]", factory)(mss)
     if not isinstance(cc, CongestionControl):
         raise InvalidArgument(f"congestion control {name!r} did not build a CongestionControl")
     cc.name = name

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from mypy_extensions import mypyc_attr
+
 from aionetstack.errors import (
     NetstackError,
 )
@@ -82,12 +84,12 @@ def _no_emit(seq: int, flags: int, payload: bytes | memoryview | Pieces) -> None
     """The sender's output once its endpoint is finished."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # TcpEndpoint stays interpreted (weakrefs)
 class EndpointCore:
     """Connection state and output; see the module docstring."""
 
 
     __slots__ = (
-        "__weakref__",  # a ``TimeWait`` record refers to its endpoint weakly
         "_ack_bytes", "_ack_now", "_corked", "_delack_timer", "_ka_probes", "_ka_timer",
         "_keepalive", "_last_rx", "_linger", "_pending_fin", "_rexmit_ts", "_rto_since",
         "_rto_timer",

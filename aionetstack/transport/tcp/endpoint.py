@@ -104,7 +104,9 @@ __all__ = ["TcpEndpoint", "local_mss"]
 class TcpEndpoint(SegmentInput):
     """One TCP socket.  See the module docstring."""
 
-    __slots__ = ()
+    # a ``TimeWait`` record refers to its endpoint weakly; mypyc's native classes take no weak
+    # references, so this class is left out of the compiled core (``aionetstack._accel``)
+    __slots__ = ("__weakref__",)
 
     def __init__(self, proto: TcpProtocol, family: int) -> None:
         if family not in (4, 6):

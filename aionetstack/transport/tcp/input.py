@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from mypy_extensions import mypyc_attr
+
 from aionetstack.errors import (
     ConnectionRefused,
     ConnectionReset,
@@ -24,6 +26,7 @@ from aionetstack.transport.tcp.core import _HALF, S
 from aionetstack.transport.tcp.timeouts import EndpointTimers
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # TcpEndpoint stays interpreted (weakrefs)
 class SegmentInput(EndpointTimers):
     __slots__ = ()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from aionetstack.errors import (
     NetstackError,
     TimedOut,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 from aionetstack.transport.tcp.core import _OUTPUT_STATES, EndpointCore, S
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # TcpEndpoint stays interpreted (weakrefs)
 class EndpointTimers(EndpointCore):
     __slots__ = ()
 
