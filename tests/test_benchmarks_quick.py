@@ -30,6 +30,22 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert abs(r["ratio"] - r["median"] / r["kernel_baseline"]) < 1e-9
         assert isinstance(r["params"], dict)
     assert "aionetstack" in proc.stdout  # the table
+    import aionetstack
+
+    core = "compiled core (mypyc)" if aionetstack.compiled else "pure Python"
+    assert {r["meta"]["core"] for r in rows} == {core} and core in proc.stdout
+
+
+def test_pure_runs_the_workers_on_the_pure_core(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--pure", "--only", "rtt_mem",
+         "--json", str(out), "--no-plot"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert {r["meta"]["core"] for r in rows} == {"pure Python"}
+    assert all(r["median"] > 0 for r in rows)
 
 
 def test_unknown_case_is_an_error() -> None:
