@@ -29,7 +29,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict aionetstack benchmarks
 unit: $(STAMP)
-	$(PY) -c 'import aionetstack, sys; print("aionetstack: compiled core" if aionetstack.compiled else "aionetstack: pure Python")'
+	$(PY) -c 'import aionetstack; print("aionetstack: compiled core" if aionetstack.compiled else "aionetstack: pure Python")'
 	$(PY) -m pytest -q -p no:cacheprovider
 # the same sources as pure Python: the sans-IO core's suites, and the tests that patch a compiled
 # module's internals (marked pure_python; skipped in the compiled run)

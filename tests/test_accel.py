@@ -4,6 +4,7 @@ extensions is pure Python."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,8 +27,6 @@ def _probe(env: dict[str, str], path: Path | None = None) -> tuple[bool, str, st
         full["PYTHONPATH"] = str(path)
     proc = subprocess.run([sys.executable, "-W", "always", "-c", PROBE], env=full,
                           capture_output=True, text=True, check=True, cwd="/")
-    import json
-
     compiled, file = json.loads(proc.stdout)
     return compiled, file, proc.stderr
 

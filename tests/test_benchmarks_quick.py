@@ -6,19 +6,26 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import aionetstack
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"case", "figure", "unit", "kernel_baseline", "ratio", "params", "runs", "median"}
 
 
-def test_quick_run_writes_results(tmp_path: Path) -> None:
+def _quick(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """A quick run of ``python -m benchmarks`` with ``args``; its process and its JSON."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "rtt_mem", "connrate_mem",
-         "--json", str(out), "--no-plot"],
+        [sys.executable, "-m", "benchmarks", "--quick", *args, "--json", str(out), "--no-plot"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_quick_run_writes_results(tmp_path: Path) -> None:
+    proc, rows = _quick(tmp_path, "--only", "rtt_mem", "connrate_mem")
     assert isinstance(rows, list)
     assert {r["case"] for r in rows} == {"rtt_mem", "connrate_mem"}
     assert len(rows) == 3  # RTT p50 and p99, connection rate
@@ -30,20 +37,12 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert abs(r["ratio"] - r["median"] / r["kernel_baseline"]) < 1e-9
         assert isinstance(r["params"], dict)
     assert "aionetstack" in proc.stdout  # the table
-    import aionetstack
-
     core = "compiled core (mypyc)" if aionetstack.compiled else "pure Python"
     assert {r["meta"]["core"] for r in rows} == {core} and core in proc.stdout
 
 
 def test_pure_runs_the_workers_on_the_pure_core(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--pure", "--only", "rtt_mem",
-         "--json", str(out), "--no-plot"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    _, rows = _quick(tmp_path, "--pure", "--only", "rtt_mem")
     assert {r["meta"]["core"] for r in rows} == {"pure Python"}
     assert all(r["median"] > 0 for r in rows)
 
