@@ -12,6 +12,7 @@ are folded with ``% 0xffff``.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any, Final
 
 _from_bytes = int.from_bytes
@@ -23,11 +24,12 @@ np: Any = _UNSET  # numpy, loaded on first use by ``piece_sums`` (None: not inst
 def _numpy() -> Any:
     global np
     if np is _UNSET:
+        # imported by name, not statically: numpy is optional, and the compiled core's build
+        # (setup.py) type-checks without site-packages, so it must not depend on numpy's stubs
         try:
-            import numpy
+            np = import_module("numpy")
         except ImportError:  # pragma: no cover - the tests force ``np = None`` instead
-            numpy = None  # type: ignore[assignment]
-        np = numpy
+            np = None
     return np
 
 Buffer = bytes | bytearray | memoryview
