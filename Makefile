@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 # the install compiles the sans-IO core with mypyc (setup.py, aionetstack/_accel.py): an edit
 # to one of its sources re-runs it (until then the package runs pure Python, with a warning)
-CORE_SOURCES := $(wildcard aionetstack/transport/tcp/*.py aionetstack/stack/*.py aionetstack/network/*.py)
+CORE_SOURCES := $(wildcard aionetstack/transport/tcp/*.py aionetstack/stack/*.py aionetstack/network/*.py) aionetstack/link/vnet.py
 
 $(STAMP): pyproject.toml setup.py aionetstack/_accel.py $(CORE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,8 @@ unit: $(STAMP)
 # the same sources as pure Python: the sans-IO core's suites, and the tests that patch a compiled
 # module's internals (marked pure_python; skipped in the compiled run)
 unit-pure: $(STAMP)
-	AIONETSTACK_PURE=1 $(PY) -m pytest -q -p no:cacheprovider tests/core tests/tcp tests/wire
-	AIONETSTACK_PURE=1 $(PY) -m pytest -q -p no:cacheprovider -m pure_python tests --ignore=tests/core --ignore=tests/tcp --ignore=tests/wire
+	AIONETSTACK_PURE=1 $(PY) -m pytest -q -p no:cacheprovider tests/core tests/tcp tests/wire tests/link/test_vnet.py
+	AIONETSTACK_PURE=1 $(PY) -m pytest -q -p no:cacheprovider -m pure_python tests --ignore=tests/core --ignore=tests/tcp --ignore=tests/wire --ignore=tests/link/test_vnet.py
 
 # benchmark smoke run (< 2 minutes; fails if a case crashes, never on speed)
 bench-quick: $(STAMP)

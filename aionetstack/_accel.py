@@ -27,20 +27,22 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-# the hot paths: TCP, the stack core (timers, NIC, routes) and the network layer.  Left out:
-# ``tcp/endpoint.py`` (its class is weakly referenced; it subclasses the compiled parts),
+# the hot paths: TCP, the stack core (timers, NIC, routes), the network layer and software
+# segmentation (``link/vnet``).  Left out: ``tcp/endpoint.py`` (``TcpEndpoint`` is weakly
+# referenced, so it is a small interpreted subclass of the compiled ``tcp/api``),
 # ``tcp/state.py`` (an enum and an exception class, which mypyc cannot subclass from
 # RuntimeError), ``wire/`` (its dataclasses hold ``memoryview`` fields, which mypyc's dataclass
-# support cannot name), the links and the asyncio adapter.
+# support cannot name), the other links and the asyncio adapter.
 COMPILED: tuple[str, ...] = tuple(
     f"aionetstack.{pkg}.{mod}" for pkg, mods in (
-        ("transport.tcp", ("bytequeue", "congestion", "core", "forwarder", "input",
+        ("transport.tcp", ("api", "bytequeue", "congestion", "core", "forwarder", "input",
                            "isn", "listen", "protocol", "receiver", "recovery", "rtt",
                            "rtxqueue", "sender", "timeouts", "timewait")),
         ("stack", ("addr", "limits", "neighbour", "nic", "ports", "route", "stack", "stats",
                    "timers", "waiter")),
         ("network", ("arp", "forward", "fragment", "gro", "icmp", "ipv4", "ipv6", "ndp",
                      "packet")),
+        ("link", ("vnet",)),
     ) for mod in mods)
 
 _ROOT = Path(__file__).resolve().parent
