@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 # the install compiles the sans-IO core with mypyc (setup.py, aionetstack/_accel.py): an edit
 # to one of its sources re-runs it (until then the package runs pure Python, with a warning)
-CORE_SOURCES := $(wildcard aionetstack/transport/tcp/*.py aionetstack/stack/*.py aionetstack/network/*.py) aionetstack/link/vnet.py
+CORE_SOURCES := $(wildcard aionetstack/transport/tcp/*.py aionetstack/stack/*.py aionetstack/network/*.py aionetstack/wire/*.py) aionetstack/link/vnet.py
 
 $(STAMP): pyproject.toml setup.py aionetstack/_accel.py $(CORE_SOURCES)
 	$(PYTHON) -m venv $(VENV)

@@ -27,12 +27,12 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-# the hot paths: TCP, the stack core (timers, NIC, routes), the network layer and software
-# segmentation (``link/vnet``).  Left out: ``tcp/endpoint.py`` (``TcpEndpoint`` is weakly
-# referenced, so it is a small interpreted subclass of the compiled ``tcp/api``),
-# ``tcp/state.py`` (an enum and an exception class, which mypyc cannot subclass from
-# RuntimeError), ``wire/`` (its dataclasses hold ``memoryview`` fields, which mypyc's dataclass
-# support cannot name), the other links and the asyncio adapter.
+# the hot paths: TCP, the stack core (timers, NIC, routes), the network layer, the packet
+# parsers and builders (``wire``) and software segmentation (``link/vnet``).  Left out:
+# ``tcp/endpoint.py`` (``TcpEndpoint`` is weakly referenced, so it is a small interpreted
+# subclass of the compiled ``tcp/api``), ``tcp/state.py`` and ``wire/errors.py`` (an enum and
+# exception classes: mypyc cannot subclass RuntimeError), the other links and the asyncio
+# adapter.
 COMPILED: tuple[str, ...] = tuple(
     f"aionetstack.{pkg}.{mod}" for pkg, mods in (
         ("transport.tcp", ("api", "bytequeue", "congestion", "core", "forwarder", "input",
@@ -43,6 +43,8 @@ COMPILED: tuple[str, ...] = tuple(
         ("network", ("arp", "forward", "fragment", "gro", "icmp", "ipv4", "ipv6", "ndp",
                      "packet")),
         ("link", ("vnet",)),
+        ("wire", ("arp", "checksum", "ethernet", "icmpv4", "icmpv6", "ipv4", "ipv6", "ndp",
+                  "seqnum", "tcp", "udp")),
     ) for mod in mods)
 
 _ROOT = Path(__file__).resolve().parent

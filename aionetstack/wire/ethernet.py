@@ -36,12 +36,17 @@ _VLAN: Final = struct.Struct("!HH")
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
+# a dataclass field type, as a module global: mypyc's compiled dataclasses load each field's
+# type by its name from the module (the builtin memoryview is not one)
+_MemoryView = memoryview
+
+
 @dataclass(slots=True)
 class EthernetHeader:
     dst: bytes
     src: bytes
     ethertype: int
-    payload: memoryview
+    payload: _MemoryView
     header_len: int = ETH_HLEN
     vlan: int | None = None
     """VLAN id (low 12 bits of the 802.1Q TCI) when a tag was skipped."""

@@ -68,6 +68,11 @@ _HDR: Final = struct.Struct("!BBHI")
 _U16: Final = struct.Struct("!H")
 
 
+# a dataclass field type, as a module global: mypyc's compiled dataclasses load each field's
+# type by its name from the module (the builtin memoryview is not one)
+_MemoryView = memoryview
+
+
 @dataclass(slots=True)
 class IcmpV4Message:
     type: int
@@ -75,7 +80,7 @@ class IcmpV4Message:
     checksum: int
     rest: int
     """The 32-bit field after the checksum."""
-    payload: memoryview
+    payload: _MemoryView
 
     @property
     def ident(self) -> int:

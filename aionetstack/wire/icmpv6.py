@@ -65,6 +65,11 @@ _HDR: Final = struct.Struct("!BBHI")
 _U16: Final = struct.Struct("!H")
 
 
+# a dataclass field type, as a module global: mypyc's compiled dataclasses load each field's
+# type by its name from the module (the builtin memoryview is not one)
+_MemoryView = memoryview
+
+
 @dataclass(slots=True)
 class IcmpV6Message:
     type: int
@@ -72,9 +77,9 @@ class IcmpV6Message:
     checksum: int
     rest: int
     """The 32-bit field after the checksum."""
-    payload: memoryview
+    payload: _MemoryView
     """Everything after ``rest``."""
-    body: memoryview
+    body: _MemoryView
     """Everything after type/code/checksum (``rest`` included)."""
 
     @property

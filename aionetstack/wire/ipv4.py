@@ -53,6 +53,11 @@ _NO_OPTIONS: Final = memoryview(b"")
 _from_bytes = int.from_bytes
 
 
+# a dataclass field type, as a module global: mypyc's compiled dataclasses load each field's
+# type by its name from the module (the builtin memoryview is not one)
+_MemoryView = memoryview
+
+
 @dataclass(slots=True)
 class IPv4Header:
     tos: int
@@ -67,9 +72,9 @@ class IPv4Header:
     checksum: int
     src: bytes
     dst: bytes
-    options: memoryview
+    options: _MemoryView
     header_len: int
-    payload: memoryview
+    payload: _MemoryView
 
     @property
     def is_fragment(self) -> bool:

@@ -69,6 +69,11 @@ ALL_NODES: Final = b"\xff\x02" + bytes(13) + b"\x01"
 ALL_ROUTERS: Final = b"\xff\x02" + bytes(13) + b"\x02"
 
 
+# a dataclass field type, as a module global: mypyc's compiled dataclasses load each field's
+# type by its name from the module (the builtin memoryview is not one)
+_MemoryView = memoryview
+
+
 @dataclass(slots=True)
 class IPv6Header:
     traffic_class: int
@@ -78,7 +83,7 @@ class IPv6Header:
     hop_limit: int
     src: bytes
     dst: bytes
-    payload: memoryview
+    payload: _MemoryView
 
 
 @dataclass(slots=True)
@@ -88,7 +93,7 @@ class IPv6Fragment:
     """Offset of this fragment's data in bytes (wire field * 8)."""
     more: bool
     ident: int
-    payload: memoryview
+    payload: _MemoryView
     """The fragmentable data following the fragment header."""
     unfragmentable_len: int
     """Offset of the fragment header in the IPv6 payload (= length of the unfragmentable part)."""
@@ -101,7 +106,7 @@ class IPv6Chain:
     header; the extension header type when it stopped at a ``bad_option``)."""
     offset: int
     """Offset in the IPv6 payload of the upper-layer data (or fragment header)."""
-    payload: memoryview
+    payload: _MemoryView
     fragment: IPv6Fragment | None = None
     routing: tuple[int, int] | None = None
     """(routing type, segments left) of the last routing header seen."""

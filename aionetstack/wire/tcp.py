@@ -81,6 +81,11 @@ _U32X2: Final = struct.Struct("!II")
 _HDR_TS: Final = struct.Struct("!HHIIHHHHIII")  # fixed header + NOP NOP TS(10) in one call
 
 
+# a dataclass field type, as a module global: mypyc's compiled dataclasses load each field's
+# type by its name from the module (the builtin memoryview is not one)
+_MemoryView = memoryview
+
+
 @dataclass(slots=True)
 class TcpOptions:
     """Parsed or to-be-sent TCP options.  Treat parsed instances as read-only.
@@ -214,7 +219,7 @@ class TcpHeader:
     checksum: int
     urgent: int
     options: TcpOptions
-    payload: memoryview
+    payload: _MemoryView
 
     def __repr__(self) -> str:
         return (

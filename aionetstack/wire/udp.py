@@ -30,13 +30,18 @@ _HDR: Final = struct.Struct("!HHHH")
 _U16: Final = struct.Struct("!H")
 
 
+# a dataclass field type, as a module global: mypyc's compiled dataclasses load each field's
+# type by its name from the module (the builtin memoryview is not one)
+_MemoryView = memoryview
+
+
 @dataclass(slots=True)
 class UdpHeader:
     sport: int
     dport: int
     length: int
     checksum: int
-    payload: memoryview
+    payload: _MemoryView
 
 
 def parse_udp(view: memoryview) -> UdpHeader:
