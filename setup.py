@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools import setup
 
 sys.path.insert(0, str(Path(__file__).parent / "aionetstack"))
-from _accel import COMPILED  # (the module list, without importing the package)
+from _accel import BUILD_OPTIONS, COMPILED  # (without importing the package)
 
 ext_modules = []
 if os.environ.get("AIONETSTACK_PURE_BUILD", "") in ("", "0"):
@@ -21,10 +21,8 @@ if os.environ.get("AIONETSTACK_PURE_BUILD", "") in ("", "0"):
     except ImportError:
         print("aionetstack: mypyc not available, building pure Python", file=sys.stderr)
     else:
-        # --no-site-packages: the compiled core depends on nothing installed, so the build
-        # type-checks the same on a fresh machine as in a developer's full virtualenv
         ext_modules = mypycify(
-            ["--no-site-packages", *(name.replace(".", "/") + ".py" for name in COMPILED)],
+            [*BUILD_OPTIONS, *(name.replace(".", "/") + ".py" for name in COMPILED)],
             opt_level="3",
         )
 

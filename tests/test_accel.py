@@ -69,3 +69,17 @@ def test_a_tree_without_extensions_is_pure_python(tmp_path: Path) -> None:
     compiled, file, err = _probe({"AIONETSTACK_PURE": ""}, tmp_path)
     assert compiled is False and file == str(copy / "transport" / "tcp" / "input.py")
     assert "older than its sources" not in err
+
+
+def test_the_compiled_set_type_checks_without_site_packages(tmp_path: Path) -> None:
+    """What the build checks (``setup.py``): on a fresh machine mypyc runs before numpy or any
+    other dependency is installed, so the compiled modules must import nothing from
+    site-packages for their types (an optional one is loaded by name at run time)."""
+    from mypy import api
+
+    root = _accel._ROOT.parent
+    assert "--no-site-packages" in _accel.BUILD_OPTIONS
+    out, err, status = api.run([
+        *_accel.BUILD_OPTIONS, "--config-file", str(root / "pyproject.toml"),
+        "--cache-dir", str(tmp_path), *(str(_accel.source_path(n)) for n in _accel.COMPILED)])
+    assert status == 0, out + err

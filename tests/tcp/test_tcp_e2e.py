@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import weakref
 
 import pytest
 from tcp_helpers import A, B, Pair, make_pair
@@ -19,6 +20,7 @@ from aionetstack.errors import (
 )
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_IN, EVENT_OUT
 from aionetstack.transport.tcp import TcpState
+from aionetstack.transport.tcp.endpoint import TcpEndpoint
 
 
 @pytest.mark.parametrize("impaired", [False, True])
@@ -452,3 +454,33 @@ def test_start_connect_and_connecting_follow_connect_without_exceptions() -> Non
         refused.connect_result()
     cli.abort()
     lst.close()
+
+
+def test_a_listener_of_a_subclass_accepts_children_of_its_class(pair: Pair) -> None:
+    """A passive open makes the child with the listener's own class (``type(self)``), so an
+    application's subclass of ``TcpEndpoint`` gets its own kind back from ``accept``; the
+    subclass takes weak references, as TIME-WAIT records need."""
+
+    class Tagged(TcpEndpoint):
+        __slots__ = ("tag",)
+
+    lst = Tagged(pair.tb, 4)
+    pair.tb.endpoints.add(lst)
+    lst.bind(None, 81)
+    lst.listen(4)
+    cli = pair.ta.new_endpoint()
+    with pytest.raises(ConnectStarted):
+        cli.connect(B, 81)
+    assert pair.run(lambda: lst.listen_queue is not None and bool(lst.listen_queue.accept_queue))
+    srv = lst.accept()
+    assert type(srv) is Tagged and type(cli) is TcpEndpoint
+    srv.tag = "mine"
+    assert weakref.ref(srv)() is srv
+    cli.write(b"hello")
+    assert pair.run(lambda: srv.unread() == 5)
+    assert srv.read() == b"hello"
+    cli.close()
+    srv.close()
+    lst.close()
+    assert pair.run(lambda: cli.state is TcpState.CLOSED and srv.state is TcpState.CLOSED, 200)
+    pair.assert_no_leaks()
