@@ -158,8 +158,15 @@ def rss_bytes() -> int:
 
 
 def raise_nofile(want: int) -> int:
-    """Raise the soft RLIMIT_NOFILE towards ``want`` (up to the hard limit); return the limit."""
+    """Raise the soft RLIMIT_NOFILE towards ``want`` (up to the hard limit, which root raises
+    first, up to the kernel's ``fs.nr_open``); return the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and want > hard and is_root():
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, want))  # CAP_SYS_RESOURCE
+            hard = want
+        except (ValueError, OSError):
+            pass
     target = want if hard == resource.RLIM_INFINITY else min(want, hard)
     if target > soft:
         try:

@@ -60,8 +60,10 @@ async def _rtt(p: Params) -> Numbers:
 
 @measure("mem.conns")
 async def _conns(p: Params) -> Numbers:
-    """N established connections (both ends in this process); heap or RSS per endpoint."""
+    """N established connections (both ends in this process); heap or RSS per endpoint.
+    ``ports`` listeners share them (a destination has at most ~28,000 ephemeral ports)."""
     n = int(p["n"])
+    nports = int(p.get("ports", 1))
     trace = bool(p["trace"])
     note = ""
     if p["kind"] == "kernel":
@@ -69,7 +71,9 @@ async def _conns(p: Params) -> Numbers:
         if limit < 2 * n + 200:
             n = (limit - 200) // 2
             note = f"N reduced to {n} by RLIMIT_NOFILE={limit}"
-    net: KernelLoopback | StackPipe = KernelLoopback() if p["kind"] == "kernel" else StackPipe()
+    net: KernelLoopback | StackPipe = (
+        KernelLoopback() if p["kind"] == "kernel"
+        else StackPipe(max_connections=max(16384, n + 1024)))  # the default cap is 16,384
     accepted = 0
     all_in = asyncio.Event()
 
@@ -80,7 +84,7 @@ async def _conns(p: Params) -> Numbers:
             all_in.set()
         await echo_handler(r, w)
 
-    host, port = await net.serve(handler, backlog=1024)
+    servers = [await net.serve(handler, backlog=1024) for _ in range(nports)]
     gc.collect()
     if trace:
         tracemalloc.start()
@@ -91,8 +95,8 @@ async def _conns(p: Params) -> Numbers:
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         conns.extend(await asyncio.gather(
-            *(net.connect(host, port) for _ in range(min(batch, n - i)))))
-    await asyncio.wait_for(all_in.wait(), 120)
+            *(net.connect(*servers[(i + j) % nports]) for j in range(min(batch, n - i)))))
+    await asyncio.wait_for(all_in.wait(), 300)
     t_open = time.perf_counter() - t0
     await asyncio.sleep(0.05)  # let the last handshakes and handler tasks settle
     gc.collect()
@@ -102,6 +106,7 @@ async def _conns(p: Params) -> Numbers:
         tracemalloc.stop()
     else:
         out["rss_per_endpoint"] = (rss_bytes() - base_rss) / (2 * n)
+        out["rss_mib"] = rss_bytes() / 2**20
         t1 = time.perf_counter()
         for _, w in conns:
             w.write(b"e")
@@ -109,7 +114,7 @@ async def _conns(p: Params) -> Numbers:
         async def one(r: asyncio.StreamReader) -> None:
             await r.readexactly(1)
 
-        await asyncio.wait_for(asyncio.gather(*(one(r) for r, _ in conns)), 120)
+        await asyncio.wait_for(asyncio.gather(*(one(r) for r, _ in conns)), 300)
         out["echo_round_s"] = time.perf_counter() - t1
     for _, w in conns:
         w.close()
@@ -265,4 +270,34 @@ def conns_mem(ctx: Ctx) -> list[Row]:
              1 / 1024),
         rows(rss_st, rss_ke, "open_s", f"time to open {n} conns", "s"),
         rows(rss_st, rss_ke, "echo_round_s", f"1-byte echo across {n} conns", "s"),
+    ]
+
+
+@case("conns_100k")
+def conns_100k(ctx: Ctx) -> list[Row]:
+    """100,000 established connections in one process (both ends: 200,000 endpoints, over four
+    listeners): RSS per endpoint and in all, open and echo time per connection.  The kernel
+    runs as many as RLIMIT_NOFILE allows (two sockets per connection; its note says)."""
+    n = ctx.pick(3000, 100000)
+    st = run_measure("mem.conns", timeout=900, kind="stack", n=n, trace=False, ports=4)
+    ke = run_measure("mem.conns", timeout=900, kind="kernel", n=n, trace=False, ports=4)
+    kn = int(ke["n"])
+    params = {"n": n, "kernel_n": kn, "listeners": 4}
+    note = "; ".join(x for x in (str(ke.get("note", "")),
+                                 "kernel RSS is user space only (socket buffers are the "
+                                 "kernel's)") if x)
+
+    def row(figure: str, unit: str, stack: float, kernel: float) -> Row:
+        return Row("conns_100k", figure, unit, "lower", params, [stack], [kernel], KERNEL,
+                   note=note)
+
+    return [
+        row(f"RSS per endpoint, {n} conns", "KiB", st["rss_per_endpoint"] / 1024,
+            ke["rss_per_endpoint"] / 1024),
+        row(f"process RSS holding {n} conns (kernel: {kn})", "MiB", st["rss_mib"],
+            ke["rss_mib"]),
+        row(f"time to open {n} conns, per conn", "µs", st["open_s"] / n * 1e6,
+            ke["open_s"] / kn * 1e6),
+        row(f"1-byte echo across {n} conns, per conn", "µs", st["echo_round_s"] / n * 1e6,
+            ke["echo_round_s"] / kn * 1e6),
     ]

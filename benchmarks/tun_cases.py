@@ -212,7 +212,8 @@ async def _floor_ping(ns: str, count: int) -> list[float]:
 
 async def _split_ping(ns: str, count: int) -> Numbers:
     """Kernel ping to the stack, timed inside the stack's read callback (``perf_counter`` around
-    the link's reads and its write): the reads, the Python path from the frames to the reply's
+    the link's reads and its write): the reads (one, in the link's quiet mode: the read that says
+    EAGAIN comes after the callback), the Python path from the frames to the reply's
     ``os.write`` (IP, ICMP, route, IP output), the write itself, and the rest (re-arm)."""
     import time
 
@@ -224,9 +225,10 @@ async def _split_ping(ns: str, count: int) -> Numbers:
         marks: list[float] = []
         read_batch, write = fdl._read_batch, fdl._write
 
-        def timed_read_batch(frames: list[memoryview]) -> None:
-            read_batch(frames)
+        def timed_read_batch(frames: list[memoryview], limit: int) -> bool:
+            more: bool = read_batch(frames, limit)
             marks.append(pc())
+            return more
 
         def timed_write(item: Any) -> None:
             marks.append(pc())

@@ -60,12 +60,16 @@ class KernelLoopback:
 class StackPipe:
     """Two stacks on one in-memory pipe: clients on ``a``, servers on ``b``."""
 
-    def __init__(self, mtu: int = 1500, offload: bool = False) -> None:
+    def __init__(self, mtu: int = 1500, offload: bool = False,
+                 max_connections: int | None = None) -> None:
         from aionetstack import Stack, link
+        from aionetstack.stack.limits import Limits
 
         self.a_end, self.b_end = link.pipe(mtu=mtu, seed=1, gso=offload)
-        self.a = Stack(seed=1)
-        self.b = Stack(seed=2)
+        # ``max_connections``: past the default cap (``Limits``), which guards against SYN floods
+        limits = Limits() if max_connections is None else Limits(max_connections=max_connections)
+        self.a = Stack(seed=1, limits=limits)
+        self.b = Stack(seed=2, limits=limits)
         self.a.add_nic(self.a_end, [f"{STACK_A}/24"])
         self.b.add_nic(self.b_end, [f"{STACK_B}/24"])
         self.servers: list[Any] = []

@@ -222,7 +222,21 @@ class Stack(CoreStack):
                             self.timers.run_due, now)
 
     def _fd_readable(self, fdl: FdLink) -> None:
-        self._process_batch("aionetstack: exception while reading a link", fdl.read_ready)
+        if not fdl.quiet:
+            self._process_batch("aionetstack: exception while reading a link", fdl.read_ready)
+            return
+        # quiet link (request/response): the frame's reply is written before the read that
+        # would only say EAGAIN, and the rest is read after the tasks it woke have had their
+        # turn (their replies go out first too); several frames end quiet mode
+        self._process_batch("aionetstack: exception while reading a link", fdl.read_one)
+        if fdl.more and not fdl.closed:
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(self._fd_rest, fdl)
+
+    def _fd_rest(self, fdl: FdLink) -> None:
+        if not self.closed:
+            self._process_batch("aionetstack: exception while reading a link", fdl.read_rest)
 
     def _process_batch(self, what: str, work: Callable[..., object], *args: Any) -> None:
         """Run ``work(*args)`` (timers, or a link's reads) with re-arming held back and deferred

@@ -13,6 +13,13 @@ virtio_net_hdr plus the frame), ``_read(fd, size)`` reads one frame (returning `
 frame to skip, e.g. a packet socket's echo of an outgoing frame) and ``_rx(data)`` delivers it
 (e.g. stripping a header or splitting a super-packet).
 
+Request/response traffic is not made to wait for the batch: after a wake-up that found at
+most one frame (``quiet``), the adapter calls ``read_one()`` first, which reads and delivers a
+single frame, so a reply the stack makes (an echo reply, a SYN-ACK, an ACK) is written before
+the read that would only have said EAGAIN; the rest is read with ``read_rest()`` once the tasks
+that frame woke have run.  A wake-up that finds several frames leaves quiet mode and reads in
+batches again, so bulk traffic keeps its merging.
+
 ``fd(fd, l2=..., mtu=...)`` wraps any datagram or seqpacket fd (a ``socketpair`` to another
 process, a connected UDP socket) as a link.
 """
@@ -49,6 +56,10 @@ class FdLink(Link):
         self.writer_hook: Callable[[bool], None] | None = None
         self.on_close: Callable[[], None] | None = None
         self.closed = False
+        # the last wake-up found at most one frame: read one and deliver it before the next
+        # read (see the module docstring); ``more``: ``read_one`` stopped before EAGAIN
+        self.quiet = True
+        self.more = False
         self._plain_rx, self._plain_tx = self._is_plain()
         self._stats = {"rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
                        "tx_queued": 0, "tx_dropped_queue": 0, "rx_errors": 0, "tx_errors": 0}
@@ -163,53 +174,72 @@ class FdLink(Link):
     def read_ready(self) -> None:
         """The fd is readable: read up to ``batch`` frames, then deliver them as one batch
         (``deliver_batch``: the NIC merges TCP segments of a flow, software GRO)."""
+        self.quiet = self._read_deliver(self.batch) <= 1
+
+    def read_one(self) -> None:
+        """Quiet mode: read and deliver one frame; ``more`` says whether to ``read_rest``."""
+        self.more = False
+        self._read_deliver(1)
+
+    def read_rest(self) -> None:
+        """After ``read_one``: read and deliver what else came, as one batch; quiet mode
+        holds only if nothing had."""
+        self.quiet = self._read_deliver(self.batch) == 0
+
+    def _read_deliver(self, limit: int) -> int:
+        """Read up to ``limit`` frames (``more`` set when the limit, not EAGAIN, ended it) and
+        deliver them; return how many."""
         if self.closed:
-            return
+            return 0
         frames: list[memoryview] = []
         try:
-            self._read_batch(frames)
+            self.more = self._read_batch(frames, limit)
         finally:
             if frames and self._receiver is not None and not self.closed:
                 deliver_batch(self._receiver, frames)
+        return len(frames)
 
-    def _read_batch(self, frames: list[memoryview]) -> None:
+    def _read_batch(self, frames: list[memoryview], limit: int) -> bool:
+        """Read up to ``limit`` frames into ``frames``; True when the limit ended it (the fd
+        may hold more), False at EAGAIN, end of file or an error."""
         if self._plain_rx:
-            self._read_plain(frames)
-            return
+            return self._read_plain(frames, limit)
         st = self._stats
         fd = self._fd
         size = self.read_size
         read = self._read
         rx = self._rx
-        for _ in range(self.batch):
+        for _ in range(limit):
             try:
                 data = read(fd, size)
             except BlockingIOError:
-                return
+                return False
             except InterruptedError:
                 continue
             except OSError as exc:
                 st["rx_errors"] += 1
                 if exc.errno in (errno.EBADF, errno.ENODEV, errno.EIO):
                     self.close()
-                return
+                return False
             if data is None:
                 continue
             if not data:
-                return
+                return False
             st["rx_frames"] += 1
             st["rx_bytes"] += len(data)
             rx(data, frames)
+        return True
 
-    def _read_plain(self, frames: list[memoryview]) -> None:
+    def _read_plain(self, frames: list[memoryview], limit: int) -> bool:
         """``_read_batch`` without hooks: one ``os.read`` per frame, stats added at the end."""
         read = os.read
         fd = self._fd
         size = self.read_size
         nbytes = 0
         n = 0
+        more = False
         try:
-            for _ in range(self.batch):
+            for _ in range(limit):
                 try:
                     data = read(fd, size)
                 except InterruptedError:
@@ -219,6 +249,8 @@ class FdLink(Link):
                 nbytes += len(data)
                 n += 1
                 frames.append(memoryview(data))
+            else:
+                more = True
         except BlockingIOError:
             pass
         except OSError as exc:
@@ -228,6 +260,7 @@ class FdLink(Link):
         st = self._stats
         st["rx_frames"] += n
         st["rx_bytes"] += nbytes
+        return more
 
     def _read(self, fd: int, size: int) -> bytes | None:
         """Read one frame (hook); ``None`` skips it, ``b""`` ends the batch."""

@@ -7,7 +7,10 @@ to an off-path attacker yet a given peer sees them spread rather than reused.  W
 
 Reservation semantics (SO_REUSEADDR as on Linux, simplified): two reservations of the same protocol
 and port conflict when their addresses overlap (equal, or either is the wildcard) unless both asked
-for ``reuse``.
+for ``reuse``.  A TCP connect's own ephemeral port is ``shared``: as on Linux, connections to
+different destinations may use the same local port (their 4-tuples differ, which the caller's
+``is_free`` checks), so a stack is not limited to one span of ports for all its outgoing
+connections; a shared port still conflicts with any bind or listener on it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Reservation:
     family: int
     port: int
     reuse: bool
+    shared: bool = False  # a TCP connect's ephemeral port: unique per 4-tuple, not per port
 
 
 class PortManager:
@@ -45,7 +49,7 @@ class PortManager:
 
     def _conflicts(self, r: Reservation) -> bool:
         for other in self._by_port.get((r.protocol, r.port), ()):
-            if other.family != r.family:
+            if other.family != r.family or (other.shared and r.shared):
                 continue
             overlap = other.address is None or r.address is None or other.address == r.address
             if overlap and not (other.reuse and r.reuse):
@@ -54,8 +58,12 @@ class PortManager:
 
     def reserve(self, protocol: int, family: int, address: bytes | None, port: int,
                 reuse: bool = False, remote: tuple[bytes, int] | None = None,
-                is_free: Callable[[int], bool] | None = None) -> Reservation:
-        """Reserve ``port`` (0 = pick an ephemeral one). Raises PortInUse/AddressNotAvailable."""
+                is_free: Callable[[int], bool] | None = None,
+                shared: bool = False) -> Reservation:
+        """Reserve ``port`` (0 = pick an ephemeral one). Raises PortInUse/AddressNotAvailable.
+
+        ``shared`` (with port 0): a connect's port, which other shared reservations may hold too;
+        ``is_free`` must then veto a port whose 4-tuple is taken."""
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port out of range: {port}")
         if port:
@@ -83,7 +91,7 @@ class PortManager:
         start = offset + self._counter
         for i in range(span):
             candidate = self.first + (start + i) % span
-            r = Reservation(protocol, address, family, candidate, reuse)
+            r = Reservation(protocol, address, family, candidate, reuse, shared)
             if self._conflicts(r):
                 continue
             if is_free is not None and not is_free(candidate):

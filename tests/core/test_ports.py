@@ -162,3 +162,27 @@ def test_ephemeral_ports_follow_rfc_6056_algorithm_3() -> None:
         seen[d] = (i, r.port)
         p.release(r)
     assert len(starts) == 3
+
+
+def test_shared_reservations_coexist_but_conflict_with_binds() -> None:
+    """A connect's ephemeral port (``shared``) may be held by several connections (their
+    4-tuples differ: the caller's ``is_free`` says so); it still conflicts with a bind."""
+    p = pm(6, 40000, 40001)
+    conns = [p.reserve(TCP, 4, None, 0, remote=(ip(f"192.0.2.{i}"), 80), shared=True)
+             for i in range(1, 7)]
+    assert {r.port for r in conns} == {40000, 40001}
+    with pytest.raises(errors.PortInUse):
+        p.reserve(TCP, 4, None, 40000)
+    with pytest.raises(errors.PortInUse):
+        p.reserve(TCP, 4, ip("10.0.0.1"), 40001, reuse=True)  # only one side asked for reuse
+    # an unshared ephemeral reservation (a bind to port 0) finds both ports taken
+    with pytest.raises(errors.AddressNotAvailable):
+        p.reserve(TCP, 4, None, 0)
+    # a listener's port is not shared with connections
+    q = pm(6, 40000, 40000)
+    q.reserve(TCP, 4, None, 40000)
+    with pytest.raises(errors.AddressNotAvailable):
+        q.reserve(TCP, 4, None, 0, remote=R1, shared=True)
+    for r in conns:
+        p.release(r)
+    assert len(p) == 0

@@ -484,3 +484,50 @@ def test_a_listener_of_a_subclass_accepts_children_of_its_class(pair: Pair) -> N
     lst.close()
     assert pair.run(lambda: cli.state is TcpState.CLOSED and srv.state is TcpState.CLOSED, 200)
     pair.assert_no_leaks()
+
+
+def test_connections_to_different_destinations_share_ephemeral_ports() -> None:
+    """As on Linux, a connect's port is unique per 4-tuple, not per stack: with 4 ephemeral
+    ports, 4 connections to each of 3 listeners are 12 connections; a fifth to one listener
+    finds no free port; a port a connection holds cannot be bound."""
+    from aionetstack.errors import AddressNotAvailable, PortInUse
+    from aionetstack.link.pipe import pipe
+    from aionetstack.testing import VirtualNetwork
+    from aionetstack.transport.tcp import install_tcp
+
+    net = VirtualNetwork(seed=5)
+    a, b = net.stack(ephemeral_ports=(40000, 40003)), net.stack()
+    ea, eb = pipe(seed=5)
+    a.add_nic(ea, [A + "/24"])
+    b.add_nic(eb, [B + "/24"])
+    ta, tb = install_tcp(a), install_tcp(b)
+    listeners = []
+    for port in (80, 81, 82):
+        lst = tb.new_endpoint()
+        lst.bind(None, port)
+        lst.listen(16)
+        listeners.append(lst)
+    clients = []
+    for port in (80, 81, 82):
+        for _ in range(4):
+            c = ta.new_endpoint()
+            c.start_connect(B, port)
+            clients.append(c)
+    assert net.run(until=lambda: all(c.state is TcpState.ESTABLISHED for c in clients),
+                   timeout=10)
+    used = [c.local for c in clients]
+    assert len(set(used)) == 4  # the same 4 (address, port) pairs, each used three times
+    assert {p for _, p in used} == {40000, 40001, 40002, 40003}
+    assert len({(c.local, c.remote) for c in clients}) == 12
+    extra = ta.new_endpoint()
+    with pytest.raises(AddressNotAvailable):
+        extra.start_connect(B, 80)
+    bound = ta.new_endpoint()
+    with pytest.raises(PortInUse):
+        bound.bind(None, 40001)  # held by connections: not free for a bind
+    for c in clients:
+        c.abort()
+    bound.bind(None, 40001)  # released with them
+    bound.close()
+    for lst in listeners:
+        lst.close()

@@ -289,7 +289,7 @@ class EndpointApi(SegmentInput):
             self.reservation = stack.ports.reserve(
                 PROTO_TCP, self.family, None, 0, self.reuse_address, remote=(dst, port),
                 is_free=lambda p: (local, p, dst, port) not in conns and (
-                    (local, p, dst, port) not in tw))
+                    (local, p, dst, port) not in tw), shared=True)
         lport = self.reservation.port
         key = (route.local, lport, dst, port)
         if key in conns or key in self.proto.time_wait:
