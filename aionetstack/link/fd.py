@@ -13,8 +13,8 @@ virtio_net_hdr plus the frame), ``_read(fd, size)`` reads one frame (returning `
 frame to skip, e.g. a packet socket's echo of an outgoing frame) and ``_rx(data)`` delivers it
 (e.g. stripping a header or splitting a super-packet).
 
-Request/response traffic is not made to wait for the batch: after a wake-up that found at
-most one frame (``quiet``), the adapter calls ``read_one()`` first, which reads and delivers a
+Request/response traffic is not made to wait for the batch: after a wake-up that found
+exactly one frame (``quiet``), the adapter calls ``read_one()`` first, which reads and delivers a
 single frame, so a reply the stack makes (an echo reply, a SYN-ACK, an ACK) is written before
 the read that would only have said EAGAIN; the rest is read with ``read_rest()`` once the tasks
 that frame woke have run.  A wake-up that finds several frames leaves quiet mode and reads in
@@ -173,8 +173,12 @@ class FdLink(Link):
     # -- input -----------------------------------------------------------------------------
     def read_ready(self) -> None:
         """The fd is readable: read up to ``batch`` frames, then deliver them as one batch
-        (``deliver_batch``: the NIC merges TCP segments of a flow, software GRO)."""
-        self.quiet = self._read_deliver(self.batch) <= 1
+        (``deliver_batch``: the NIC merges TCP segments of a flow, software GRO).  One frame
+        puts the link in quiet mode, several take it out; a wake-up that found nothing (the
+        frames were read already) says nothing and leaves the mode as it was."""
+        n = self._read_deliver(self.batch)
+        if n:
+            self.quiet = n == 1
 
     def read_one(self) -> None:
         """Quiet mode: read and deliver one frame; ``more`` says whether to ``read_rest``."""

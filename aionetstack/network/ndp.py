@@ -106,12 +106,14 @@ class NdpProtocol:
         if sll is not None:
             cache.update(pkt.src, sll, confirmed=False)  # §7.2.3
         body = bytearray(64)
+        dst_mac: bytes | None
         if unspecified:  # reply to a DAD probe: all-nodes, not solicited (§7.2.4)
             dst, solicited = ALL_NODES6, False
             dst_mac = ipv6_multicast_mac(ALL_NODES6)
         else:
             dst, solicited = pkt.src, True
-            dst_mac = sll or cache.lookup(pkt.src)  # type: ignore[assignment]
+            # no source link-layer option and no cache entry: nowhere to send the answer
+            dst_mac = sll or cache.lookup(pkt.src)
             if dst_mac is None:
                 st.drop("no-lladdr")
                 return

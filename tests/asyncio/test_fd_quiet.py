@@ -109,6 +109,12 @@ async def test_a_burst_arrives_as_one_batch_and_ends_quiet_mode(
     assert fdl.batches == [1, 4]  # the other four together, not one by one
     assert _replies(peer) == [2, 3, 4, 5]
     assert not fdl.quiet
+    # a wake-up that finds nothing (its frames were read already) leaves the mode alone: bulk
+    # traffic read in batches must not fall into quiet mode, where each frame would come alone
+    # and TCP would delay its ACKs
+    fdl.events.clear()
+    s._fd_readable(fdl)
+    assert fdl.events == ["eagain"] and not fdl.quiet
     # out of quiet mode a wake-up reads the whole batch (up to EAGAIN) before delivering it;
     # finding one frame puts the link back in quiet mode
     fdl.events.clear()
