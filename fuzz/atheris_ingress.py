@@ -15,6 +15,7 @@ over the checked-in corpus plus random mutations).  ``python fuzz/atheris_ingres
 
 from __future__ import annotations
 
+import base64
 import random
 import sys
 from pathlib import Path
@@ -214,6 +215,11 @@ def corpus_frames() -> dict[str, bytes]:
                                / Raw(bytes(UDP(sport=1, dport=9, len=24)) + b"x" * 8))
     out["ipv6-fragment-1"] = e(ip6 / IPv6ExtHdrFragment(nh=17, m=0, offset=2, id=5)
                                / Raw(b"y" * 8))
+    # found by the fuzzer: a neighbour solicitation without a source link-layer option from a
+    # host the stack has no cache entry for (the compiled NDP code raised on it)
+    out["ns-without-lladdr-to-unknown-host"] = base64.b64decode(
+        "MzP/AAABAgAAAAACht1gAAAAACA6//0AAAAAAAAAAAAAAAD/AAL/AgAAAAAAAAAAAAH/AAABhwB9lwAAAAD9AAAA"
+        "AAAAAAAAAAAAAAABAgEAAQAAAAI=")
     return out
 
 
