@@ -56,7 +56,7 @@ class FdLink(Link):
         self.writer_hook: Callable[[bool], None] | None = None
         self.on_close: Callable[[], None] | None = None
         self.closed = False
-        # the last wake-up found at most one frame: read one and deliver it before the next
+        # the last wake-up found exactly one frame: read one and deliver it before the next
         # read (see the module docstring); ``more``: ``read_one`` stopped before EAGAIN
         self.quiet = True
         self.more = False

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aionetstack import Stack, link
+from aionetstack.wire.checksum import checksum
 
 A4, B4 = "198.18.0.1", "198.18.0.2"
 A6, B6 = "fd00::1", "fd00::2"
@@ -82,3 +83,16 @@ class Echo(Recorder):
         super().datagram_received(data, addr)
         assert self.transport is not None
         self.transport.sendto(data, addr)
+
+
+def icmp4_echo(icmp_type: int, src: bytes, dst: bytes, ident: int, seq: int, data: bytes) -> bytes:
+    """An IPv4 ICMP echo request (type 8) or reply (0), checksums filled in."""
+    msg = bytearray([icmp_type, 0, 0, 0]) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
+    msg += data
+    msg[2:4] = checksum(msg).to_bytes(2, "big")
+    hdr = bytearray(20)
+    hdr[0], hdr[8], hdr[9] = 0x45, 64, 1
+    hdr[2:4] = (20 + len(msg)).to_bytes(2, "big")
+    hdr[12:16], hdr[16:20] = src, dst
+    hdr[10:12] = checksum(hdr).to_bytes(2, "big")
+    return bytes(hdr + msg)

@@ -8,24 +8,17 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from aio_helpers import icmp4_echo
 
 from aionetstack import Stack
 from aionetstack.link.base import LinkCaps
 from aionetstack.link.fd import FdLink, TxItem
-from aionetstack.wire.checksum import checksum
 
 PEER, OURS = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
 
 
 def _echo_request(seq: int) -> bytes:
-    msg = bytearray([8, 0, 0, 0, 0x12, 0x34]) + seq.to_bytes(2, "big") + bytes(16)
-    msg[2:4] = checksum(msg).to_bytes(2, "big")
-    hdr = bytearray(20)
-    hdr[0], hdr[8], hdr[9] = 0x45, 64, 1
-    hdr[2:4] = (20 + len(msg)).to_bytes(2, "big")
-    hdr[12:16], hdr[16:20] = PEER, OURS
-    hdr[10:12] = checksum(hdr).to_bytes(2, "big")
-    return bytes(hdr + msg)
+    return icmp4_echo(8, PEER, OURS, 0x1234, seq, bytes(16))
 
 
 class _LoggingLink(FdLink):

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from aio_helpers import A4, A6, B4, B6, stack_pair
+from aio_helpers import A4, A6, B4, B6, icmp4_echo, stack_pair
 
 from aionetstack import Stack, errors, link
 from aionetstack.link.fd import FdLink
@@ -180,18 +180,6 @@ async def test_ping_on_a_closed_stack_raises() -> None:
 KPEER, KSTACK = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
 
 
-def _echo(icmp_type: int, src: bytes, dst: bytes, ident: int, seq: int, data: bytes) -> bytes:
-    msg = bytearray([icmp_type, 0, 0, 0]) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
-    msg += data
-    msg[2:4] = checksum(msg).to_bytes(2, "big")
-    hdr = bytearray(20)
-    hdr[0], hdr[8], hdr[9] = 0x45, 64, 1
-    hdr[2:4] = (20 + len(msg)).to_bytes(2, "big")
-    hdr[12:16], hdr[16:20] = src, dst
-    hdr[10:12] = checksum(hdr).to_bytes(2, "big")
-    return bytes(hdr + msg)
-
-
 @pytest.fixture
 async def fd_stack() -> AsyncIterator[tuple[Stack, FdLink, socket.socket]]:
     """A stack (198.18.0.2) whose NIC is an fd link over a socketpair; the test holds the peer
@@ -209,12 +197,12 @@ async def test_echo_reply_is_written_within_the_read_callback(
         fd_stack: tuple[Stack, FdLink, socket.socket]) -> None:
     s, fdl, peer = fd_stack
     data = bytes(range(56))
-    peer.send(_echo(8, KPEER, KSTACK, 0x4242, 7, data))
+    peer.send(icmp4_echo(8, KPEER, KSTACK, 0x4242, 7, data))
     s._fd_readable(fdl)  # what the loop's reader callback runs
     # the reply is on the peer's socket before control goes back to the event loop
     reply = peer.recv(2048)
     assert reply[12:16] == KSTACK and reply[16:20] == KPEER and checksum(reply[:20]) == 0
-    assert reply[20:] == _echo(0, KSTACK, KPEER, 0x4242, 7, data)[20:]
+    assert reply[20:] == icmp4_echo(0, KSTACK, KPEER, 0x4242, 7, data)[20:]
     assert s.stats()["icmpv4"] == {"received": 1, "echo-reply-sent": 1}
 
 
@@ -228,7 +216,7 @@ async def test_unicast_echo_request_bypasses_the_general_icmp_demux(
         raise AssertionError("a unicast echo request went through IcmpProtocol.deliver4")
 
     monkeypatch.setattr(s.icmp, "deliver4", general)
-    peer.send(_echo(8, KPEER, KSTACK, 1, 1, b"x"))
+    peer.send(icmp4_echo(8, KPEER, KSTACK, 1, 1, b"x"))
     s._fd_readable(fdl)
     assert peer.recv(2048)[20] == 0  # an echo reply
 
@@ -246,7 +234,7 @@ async def test_ping_returns_one_loop_iteration_after_the_reply_is_read(
     req = peer.recv(2048)
     assert req[20] == 8 and not task.done()
     ident_seq = req[24:28]
-    reply = bytearray(_echo(0, KPEER, KSTACK, 0, 0, req[28:]))
+    reply = bytearray(icmp4_echo(0, KPEER, KSTACK, 0, 0, req[28:]))
     reply[24:28] = ident_seq
     reply[22:24] = b"\0\0"
     reply[22:24] = checksum(reply[20:]).to_bytes(2, "big")
@@ -267,8 +255,8 @@ async def test_echo_reply_bypasses_the_general_icmp_demux(
         raise AssertionError("an echo reply went through IcmpProtocol.deliver4")
 
     monkeypatch.setattr(s.icmp, "deliver4", general)
-    peer.send(_echo(0, KPEER, KSTACK, ep.ident, 9, b"data"))
-    peer.send(_echo(0, KPEER, KSTACK, ep.ident ^ 1, 9, b"not ours"))
+    peer.send(icmp4_echo(0, KPEER, KSTACK, ep.ident, 9, b"data"))
+    peer.send(icmp4_echo(0, KPEER, KSTACK, ep.ident ^ 1, 9, b"not ours"))
     s._fd_readable(fdl)
     await asyncio.sleep(0)  # a quiet link reads the second frame after one pass of the loop
     assert ep.recv()[:3] == (KPEER, 9, b"data")
