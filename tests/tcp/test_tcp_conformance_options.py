@@ -3,6 +3,9 @@ TS on every segment), SACK blocks and D-SACK."""
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import pytest
 from conformance_helpers import ISS, MSS, PEER_ISS, S, establish, listener, only, to_state
 from tcp_helpers import Wire
@@ -11,6 +14,7 @@ from aionetstack.link.pipe import pipe
 from aionetstack.stack.addr import to_bytes
 from aionetstack.testing import VirtualNetwork
 from aionetstack.transport.tcp import install_tcp
+from aionetstack.transport.tcp.isn import IsnGenerator
 from aionetstack.wire.ipv4 import pack_ipv4
 from aionetstack.wire.ipv6 import pack_ipv6, parse_ipv6
 from aionetstack.wire.tcp import ACK, PSH, RST, SYN, TcpHeader, TcpOptions, pack_tcp, parse_tcp
@@ -217,6 +221,38 @@ def test_ts_recent_only_from_segments_at_the_left_edge(wire: Wire) -> None:
     a = only(wire.recv())
     assert ep.ts_recent == 800 and a.options.timestamp is not None
     assert a.options.timestamp[1] == 800
+
+
+def test_tsvals_keep_increasing_across_connections_to_one_host(wire: Wire) -> None:
+    """RFC 7323 §7.1 with RFC 6191 §2: the timestamp offset is one per pair of hosts, so each
+    new connection's TSvals continue the last one's (a peer with the old 4-tuple in TIME-WAIT
+    accepts the new SYN), actively opened or accepted alike."""
+    tsvals = []
+    for _ in range(6):
+        ep = wire.tcp.new_endpoint()
+        ep.start_connect("198.18.0.2", 80)
+        syn = only(wire.recv())
+        assert syn.flags == SYN and syn.options.timestamp is not None
+        tsvals.append(syn.options.timestamp[0])
+        ep.abort()
+        wire.advance(0.01)
+    lst = listener(wire)
+    wire.send(seq=PEER_ISS, flags=SYN, options=TcpOptions(mss=MSS, timestamp=(777, 0)))
+    sa = only(wire.recv())
+    assert sa.flags == SYN | ACK and sa.options.timestamp is not None
+    tsvals.append(sa.options.timestamp[0])
+    steps = [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(tsvals)]
+    assert all(9 <= d <= 11 for d in steps), steps  # 10 ms apart on a millisecond clock
+    lst.close()
+
+
+def test_timestamp_offsets_differ_between_pairs_of_hosts() -> None:
+    isn = IsnGenerator(random.Random(7))
+    a, b, c = to_bytes("198.18.0.1"), to_bytes("198.18.0.2"), to_bytes("198.18.0.3")
+    assert isn.ts_offset(a, b) == isn.ts_offset(a, b)
+    assert len({isn.ts_offset(a, b), isn.ts_offset(a, c), isn.ts_offset(b, a)}) == 3
+    # the secret decides: another generator gives other offsets for the same hosts
+    assert IsnGenerator(random.Random(8)).ts_offset(a, b) != isn.ts_offset(a, b)
 
 
 # -- SACK (RFC 2018, RFC 2883) --------------------------------------------------------------------

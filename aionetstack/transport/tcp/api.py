@@ -106,7 +106,7 @@ class EndpointApi(SegmentInput):
         self.sack_ok = False
         self.ts_enabled = False
         self.ts_recent = 0
-        self.ts_offset = self.stack.rng.getrandbits(32)
+        self.ts_offset = 0  # set with the 4-tuple (isn.py: one per pair of hosts)
         self.last_ack_sent = 0
         self._ack_bytes = 0
         self._ack_now = False
@@ -299,6 +299,7 @@ class EndpointApi(SegmentInput):
         self.route = route
         conns[key] = cast("TcpEndpoint", self)
         self.snd.start(self.proto.new_isn(route.local, lport, dst, port))
+        self.ts_offset = self.proto.isn.ts_offset(route.local, dst)
         self._set_state(S.SYN_SENT)
         self._syn_time = stack.now()
         self._send_syn(ack=False)
@@ -347,6 +348,7 @@ class EndpointApi(SegmentInput):
         child.local = (pkt.dst, h.dport)
         child.remote = (pkt.src, h.sport)
         child.route = route
+        child.ts_offset = proto.isn.ts_offset(pkt.dst, pkt.src)
         if cookie is None:
             child.rcv.start(h.seq)
             child._negotiate(h.options)

@@ -5,6 +5,13 @@ ticks every 4 microseconds (RFC 9293 §3.4.1) and ``F`` is a keyed hash (BLAKE2b
 secret drawn once from the stack's random source).  Successive incarnations of one 4-tuple get
 increasing ISNs, while an off-path attacker cannot predict them for a tuple it does not own.
 
+Timestamp offsets (RFC 7323 §5.4, §7.1): a connection's TSval is its millisecond clock plus an
+offset, so TSvals do not reveal the stack's uptime.  The offset is a keyed hash of the local and
+remote addresses (a second secret), as on Linux: fixed per pair of hosts, so successive
+connections between two hosts see TSvals that keep increasing (what a peer holding the old
+4-tuple in TIME-WAIT checks before it accepts a new SYN, RFC 6191 §2), and no random draw is
+made per connection.
+
 Time is whatever the stack's clock says (``now`` in seconds), so tests are reproducible.
 
 ``SynCookies`` (RFC 4987 §3.6) encode a half-open connection in the ISN of a SYN-ACK when the
@@ -57,12 +64,21 @@ class SynCookies:
 
 
 class IsnGenerator:
-    __slots__ = ("_keyed", "_secret")
+    __slots__ = ("_keyed", "_secret", "_ts_keyed")
 
     def __init__(self, rng: RandomSource) -> None:
         self._secret = rng.getrandbits(128).to_bytes(16, "big")
         # the keyed hash state, set up once: copying it is cheaper than keying a new one
         self._keyed = hashlib.blake2b(digest_size=4, key=self._secret)
+        self._ts_keyed = hashlib.blake2b(digest_size=4,
+                                         key=rng.getrandbits(128).to_bytes(16, "big"))
+
+    def ts_offset(self, local: bytes, remote: bytes) -> int:
+        """The timestamp offset for connections from ``local`` to ``remote`` (RFC 7323 §7.1):
+        one per pair of hosts, unpredictable without the secret."""
+        h = self._ts_keyed.copy()
+        h.update(local + remote)
+        return int.from_bytes(h.digest(), "big")
 
     def isn(self, local: bytes, lport: int, remote: bytes, rport: int, now: float) -> int:
         h = self._keyed.copy()
