@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import struct
 from typing import Any
 
 from benchmarks.common import (
@@ -142,7 +143,103 @@ async def _job(net: Any, job: str, p: Params, host: str) -> Numbers:
 
 @measure("tun.connrate")
 async def _connrate(p: Params) -> Numbers:
+    if p["kind"] == "floor":
+        require_netns()
+        with namespaces(1) as (ns,):
+            return {"per_s": await _floor_connrate(ns, p["count"], p["budget"])}
     return await _with_echo(p, "connrate")
+
+
+def _csum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
+    if len(data) & 1:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
+             payload: bytes = b"") -> bytes:
+    """An IPv4 TCP segment without options (window 65535), checksums filled in."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
+    tcp_sum = _csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + tcp_sum.to_bytes(2, "big") + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
+    return ip[:10] + _csum(ip).to_bytes(2, "big") + ip[12:] + tcp
+
+
+async def _floor_connrate(ns: str, count: int, budget: float) -> float:
+    """The connection-rate job (connect, 1-byte echo, close; sequential) done by the least an
+    asyncio program can do on the TUN fd: one ``add_reader`` callback that reads each segment
+    and writes the next one of a fixed script (SYN; on the SYN-ACK, ACK with the byte; on the
+    echo, FIN; on the peer's FIN, the last ACK and the next SYN).  No TCP state beyond two
+    sequence numbers, no tasks, no streams: the floor (VM wake-ups, the event loop, the
+    system calls, the kernel's side of every segment) under any asyncio-driven stack."""
+    import os
+    import socket
+    import time
+
+    from aionetstack.link.tun import Tun
+
+    dev = Tun.create("ansb0", peer_address=f"{KERNEL}/24", netns=ns, mtu=1500, offload=False)
+    fd = dev.fileno()
+    os.set_blocking(fd, False)
+    src, dst = socket.inet_aton(STACK), socket.inet_aton(KERNEL)
+    syn_, ack_, fin_, psh = 0x02, 0x10, 0x01, 0x08
+    iss = 1000
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    state = {"port": 20000, "n": -1, "got_data": False}  # n = -1: the warm-up connection
+    t0 = [0.0]
+
+    def next_syn() -> None:
+        state["n"] += 1
+        if state["n"] == 1:
+            t0[0] = time.perf_counter()
+        if state["n"] > count or (state["n"] > 1 and time.perf_counter() - t0[0] >= budget):
+            if not done.done():
+                done.set_result(state["n"] - 1)
+            return
+        state["port"] += 1
+        state["got_data"] = False
+        os.write(fd, _segment(src, dst, state["port"], 7007, iss, 0, syn_))
+
+    def readable() -> None:
+        while True:
+            try:
+                pkt = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if len(pkt) < 40 or pkt[9] != 6:
+                continue
+            ihl = (pkt[0] & 15) * 4
+            sport, dport, seq, _ack, off, flags = struct.unpack_from("!HHIIBB", pkt, ihl)
+            if dport != state["port"] or sport != 7007:
+                continue  # a late segment of an earlier connection
+            nbytes = int.from_bytes(pkt[2:4], "big") - ihl - (off >> 4) * 4
+            port = state["port"]
+            if flags & syn_:  # SYN-ACK: ACK it with the byte to echo
+                os.write(fd, _segment(src, dst, port, 7007, iss + 1, seq + 1, ack_ | psh, b"e"))
+            elif nbytes and not state["got_data"]:  # the echo: close
+                state["got_data"] = True
+                os.write(fd, _segment(src, dst, port, 7007, iss + 2, seq + nbytes,
+                                      ack_ | fin_))
+            elif flags & fin_:  # the peer's FIN: the last ACK, then the next connection
+                os.write(fd, _segment(src, dst, port, 7007, iss + 3, seq + nbytes + 1, ack_))
+                next_syn()
+
+    peer = await Peer.start(ns, "echo", KERNEL, "7007")
+    loop.add_reader(fd, readable)
+    try:
+        next_syn()
+        n = await asyncio.wait_for(done, budget * 10 + 30)
+        return float(n) / (time.perf_counter() - t0[0])
+    finally:
+        loop.remove_reader(fd)
+        await peer.stop()
+        dev.close()
 
 
 @measure("tun.rtt")
@@ -320,14 +417,20 @@ def tun_connrate(ctx: Ctx) -> list[Row]:
     params = {"count": ctx.pick(300, 3000), "budget": ctx.pick(0.5, 2.0)}
     st = []
     ke = []
+    fl = []
     py = []
     for _ in range(ctx.runs):
         st.append(run_measure("tun.connrate", kind="stack", **params)["per_s"])
         ke.append(run_measure("tun.connrate", kind="kernel", **params)["per_s"])
+        fl.append(run_measure("tun.connrate", kind="floor", **params)["per_s"])
         if (r := pytcp_run("connrate", **params)) is not None:
             py.append(r["per_s"])
+    kernel = "asyncio client → kernel echo over veth"
     return [Row("tun_connrate", "connect+echo+close, TUN", "conn/s", "higher", params, st, ke,
-                "asyncio client → kernel echo over veth", pytcp_runs=py)]
+                kernel, pytcp_runs=py),
+            Row("tun_connrate", "connect+echo+close, TUN: bare asyncio client (floor)", "conn/s",
+                "higher", params, fl, list(ke), kernel,
+                note="no stack, no tasks or streams: a scripted segment per read, add_reader")]
 
 
 @case("tun_rtt")
