@@ -17,6 +17,7 @@ import math
 import os
 import resource
 import statistics
+import struct
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -94,6 +95,17 @@ def run_measure(name: str, timeout: float = 300.0, **params: Any) -> Numbers:
                 return out
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
     raise MeasureFailed(f"{name}{params} failed (exit {proc.returncode}):\n{tail}")
+
+
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: for the packets the benchmarks script
+    themselves (the floor rows), independent of the stack's own checksum code."""
+    if len(data) & 1:
+        data += b"\0"
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
 
 
 # -- result rows ---------------------------------------------------------------------------------

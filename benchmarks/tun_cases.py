@@ -25,6 +25,7 @@ from benchmarks.common import (
     Params,
     Row,
     case,
+    inet_checksum,
     measure,
     percentile,
     run_measure,
@@ -150,24 +151,14 @@ async def _connrate(p: Params) -> Numbers:
     return await _with_echo(p, "connrate")
 
 
-def _csum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) & 1:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def _segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
              payload: bytes = b"") -> bytes:
     """An IPv4 TCP segment without options (window 65535), checksums filled in."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
-    tcp_sum = _csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp_sum = inet_checksum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
     tcp = tcp[:16] + tcp_sum.to_bytes(2, "big") + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
-    return ip[:10] + _csum(ip).to_bytes(2, "big") + ip[12:] + tcp
+    return ip[:10] + inet_checksum(ip).to_bytes(2, "big") + ip[12:] + tcp
 
 
 async def _floor_connrate(ns: str, count: int, budget: float) -> float:

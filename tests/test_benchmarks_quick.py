@@ -125,3 +125,43 @@ def test_kernel_peer_rejects_an_unknown_congestion_control_clearly() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode != 0
     assert "congestion control 'nosuchcc' not available" in proc.stderr
+
+
+def test_the_floor_rows_packets_pass_scapys_checks() -> None:
+    """The floor rows script their own packets (``inet_checksum``, not the stack's code):
+    scapy, recomputing every checksum, agrees with them."""
+    from scapy.layers.inet import ICMP, IP, TCP
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.icmp_path import echo_request
+        from benchmarks.tun_cases import _segment
+    finally:
+        sys.path.remove(str(ROOT))
+    src, dst = bytes([198, 18, 0, 2]), bytes([198, 18, 0, 1])
+    for payload in (b"", b"e", b"odd!!"):
+        raw = _segment(src, dst, 20001, 7007, 1000, 5000, 0x18, payload)
+        pkt = IP(raw)
+        again = IP(raw)
+        del again.chksum, again[TCP].chksum
+        rebuilt = IP(bytes(again))  # scapy fills in its own checksums
+        assert pkt.chksum == rebuilt.chksum and pkt[TCP].chksum == rebuilt[TCP].chksum
+        assert (pkt.src, pkt.dst, pkt[TCP].sport, pkt[TCP].dport) == (
+            "198.18.0.2", "198.18.0.1", 20001, 7007)
+        assert (pkt[TCP].seq, pkt[TCP].ack, pkt[TCP].flags) == (1000, 5000, "PA")
+        assert bytes(pkt[TCP].payload) == payload
+    ping = IP(echo_request("198.18.0.1", "198.18.0.2"))
+    again = IP(bytes(ping))
+    del again.chksum, again[ICMP].chksum
+    rebuilt = IP(bytes(again))
+    assert ping[ICMP].type == 8 and ping[ICMP].chksum == rebuilt[ICMP].chksum
+    assert ping.chksum == rebuilt.chksum
+
+
+def test_the_icmp_path_tool_answers_every_request() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.icmp_path", "--hot", "200", "--cold", "3",
+         "--evict", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["hot_p50_us"] > 0 and out["cold_p50_us"] > 0
