@@ -154,7 +154,8 @@ async def _connrate(p: Params) -> Numbers:
 def _segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
              payload: bytes = b"") -> bytes:
     """An IPv4 TCP segment without options (window 65535), checksums filled in."""
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4,
+                      flags, 65535, 0, 0) + payload
     tcp_sum = inet_checksum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
     tcp = tcp[:16] + tcp_sum.to_bytes(2, "big") + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)

@@ -59,11 +59,14 @@ def test_pytcp_column_in_the_tun_connection_rate_row(tmp_path: Path) -> None:
          str(out), "--no-plot"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (row,) = json.loads(out.read_text())
-    assert row["skipped"] is None
+    row, floor = json.loads(out.read_text())
+    assert row["figure"] == "connect+echo+close, TUN" and row["skipped"] is None
     assert len(row["pytcp_runs"]) == 1 and row["pytcp"] == row["pytcp_runs"][0] > 0
     assert row["median"] > 0 and row["kernel_baseline"] > 0
     assert "PyTCP" in proc.stdout  # the table has the column
+    # the floor row (no stack) has no PyTCP column
+    assert "floor" in floor["figure"] and floor["skipped"] is None and floor["median"] > 0
+    assert floor["pytcp_runs"] == [] and floor["pytcp"] is None
 
 
 def test_a_pytcp_failure_costs_its_column_only(monkeypatch: pytest.MonkeyPatch,
