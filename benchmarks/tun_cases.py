@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import re
 import struct
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from benchmarks.common import (
@@ -151,6 +152,35 @@ async def _connrate(p: Params) -> Numbers:
     return await _with_echo(p, "connrate")
 
 
+@contextlib.contextmanager
+def _bare_tun(ns: str, on_packet: Callable[[int, bytes], None]) -> Iterator[int]:
+    """The floor rows' device: a TUN fd in ``ns`` (the kernel's address on its side) read by one
+    ``add_reader`` callback that hands each packet to ``on_packet(fd, packet)``; yields the fd."""
+    import os
+
+    from aionetstack.link.tun import Tun
+
+    dev = Tun.create("ansb0", peer_address=f"{KERNEL}/24", netns=ns, mtu=1500, offload=False)
+    fd = dev.fileno()
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        while True:
+            try:
+                pkt = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            on_packet(fd, pkt)
+
+    loop.add_reader(fd, readable)
+    try:
+        yield fd
+    finally:
+        loop.remove_reader(fd)
+        dev.close()
+
+
 def _segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
              payload: bytes = b"") -> bytes:
     """An IPv4 TCP segment without options (window 65535), checksums filled in."""
@@ -173,11 +203,6 @@ async def _floor_connrate(ns: str, count: int, budget: float) -> float:
     import socket
     import time
 
-    from aionetstack.link.tun import Tun
-
-    dev = Tun.create("ansb0", peer_address=f"{KERNEL}/24", netns=ns, mtu=1500, offload=False)
-    fd = dev.fileno()
-    os.set_blocking(fd, False)
     src, dst = socket.inet_aton(STACK), socket.inet_aton(KERNEL)
     syn_, ack_, fin_, psh = 0x02, 0x10, 0x01, 0x08
     iss = 1000
@@ -186,7 +211,7 @@ async def _floor_connrate(ns: str, count: int, budget: float) -> float:
     state = {"port": 20000, "n": -1, "got_data": False}  # n = -1: the warm-up connection
     t0 = [0.0]
 
-    def next_syn() -> None:
+    def next_syn(fd: int) -> None:
         state["n"] += 1
         if state["n"] == 1:
             t0[0] = time.perf_counter()
@@ -198,40 +223,32 @@ async def _floor_connrate(ns: str, count: int, budget: float) -> float:
         state["got_data"] = False
         os.write(fd, _segment(src, dst, state["port"], 7007, iss, 0, syn_))
 
-    def readable() -> None:
-        while True:
-            try:
-                pkt = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            if len(pkt) < 40 or pkt[9] != 6:
-                continue
-            ihl = (pkt[0] & 15) * 4
-            sport, dport, seq, _ack, off, flags = struct.unpack_from("!HHIIBB", pkt, ihl)
-            if dport != state["port"] or sport != 7007:
-                continue  # a late segment of an earlier connection
-            nbytes = int.from_bytes(pkt[2:4], "big") - ihl - (off >> 4) * 4
-            port = state["port"]
-            if flags & syn_:  # SYN-ACK: ACK it with the byte to echo
-                os.write(fd, _segment(src, dst, port, 7007, iss + 1, seq + 1, ack_ | psh, b"e"))
-            elif nbytes and not state["got_data"]:  # the echo: close
-                state["got_data"] = True
-                os.write(fd, _segment(src, dst, port, 7007, iss + 2, seq + nbytes,
-                                      ack_ | fin_))
-            elif flags & fin_:  # the peer's FIN: the last ACK, then the next connection
-                os.write(fd, _segment(src, dst, port, 7007, iss + 3, seq + nbytes + 1, ack_))
-                next_syn()
+    def on_packet(fd: int, pkt: bytes) -> None:
+        if len(pkt) < 40 or pkt[9] != 6:
+            return
+        ihl = (pkt[0] & 15) * 4
+        sport, dport, seq, _ack, off, flags = struct.unpack_from("!HHIIBB", pkt, ihl)
+        if dport != state["port"] or sport != 7007:
+            return  # a late segment of an earlier connection
+        nbytes = int.from_bytes(pkt[2:4], "big") - ihl - (off >> 4) * 4
+        port = state["port"]
+        if flags & syn_:  # SYN-ACK: ACK it with the byte to echo
+            os.write(fd, _segment(src, dst, port, 7007, iss + 1, seq + 1, ack_ | psh, b"e"))
+        elif nbytes and not state["got_data"]:  # the echo: close
+            state["got_data"] = True
+            os.write(fd, _segment(src, dst, port, 7007, iss + 2, seq + nbytes, ack_ | fin_))
+        elif flags & fin_:  # the peer's FIN: the last ACK, then the next connection
+            os.write(fd, _segment(src, dst, port, 7007, iss + 3, seq + nbytes + 1, ack_))
+            next_syn(fd)
 
-    peer = await Peer.start(ns, "echo", KERNEL, "7007")
-    loop.add_reader(fd, readable)
-    try:
-        next_syn()
-        n = await asyncio.wait_for(done, budget * 10 + 30)
-        return float(n) / (time.perf_counter() - t0[0])
-    finally:
-        loop.remove_reader(fd)
-        await peer.stop()
-        dev.close()
+    with _bare_tun(ns, on_packet) as fd:
+        peer = await Peer.start(ns, "echo", KERNEL, "7007")  # once the address exists
+        try:
+            next_syn(fd)
+            n = await asyncio.wait_for(done, budget * 10 + 30)
+            return float(n) / (time.perf_counter() - t0[0])
+        finally:
+            await peer.stop()
 
 
 @measure("tun.rtt")
@@ -274,29 +291,13 @@ async def _floor_ping(ns: str, count: int) -> list[float]:
     floor (VM wake-ups, the event loop, two syscalls) under any asyncio-driven stack."""
     import os
 
-    from aionetstack.link.tun import Tun
+    def on_packet(fd: int, pkt: bytes) -> None:
+        reply = _echo_reply(pkt)
+        if reply is not None:
+            os.write(fd, reply)
 
-    dev = Tun.create("ansb0", peer_address=f"{KERNEL}/24", netns=ns, mtu=1500, offload=False)
-    fd = dev.fileno()
-    os.set_blocking(fd, False)
-    loop = asyncio.get_running_loop()
-
-    def readable() -> None:
-        while True:
-            try:
-                pkt = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            reply = _echo_reply(pkt)
-            if reply is not None:
-                os.write(fd, reply)
-
-    loop.add_reader(fd, readable)
-    try:
+    with _bare_tun(ns, on_packet):
         return await _kernel_ping(ns, STACK, count)
-    finally:
-        loop.remove_reader(fd)
-        dev.close()
 
 
 async def _split_ping(ns: str, count: int) -> Numbers:
