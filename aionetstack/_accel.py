@@ -29,14 +29,12 @@ from types import ModuleType
 
 # the hot paths: TCP, the stack core (timers, NIC, routes), the network layer, the packet
 # parsers and builders (``wire``) and software segmentation (``link/vnet``).  Left out:
-# ``tcp/endpoint.py`` (``TcpEndpoint`` is weakly referenced, so it is a small interpreted
-# subclass of the compiled ``tcp/api``), ``tcp/state.py`` and ``wire/errors.py`` (an enum and
-# exception classes: mypyc cannot subclass RuntimeError), the other links and the asyncio
-# adapter.
+# ``tcp/state.py`` and ``wire/errors.py`` (an enum and exception classes: mypyc cannot
+# subclass RuntimeError), the other links and the asyncio adapter.
 COMPILED: tuple[str, ...] = tuple(
     f"aionetstack.{pkg}.{mod}" for pkg, mods in (
-        ("transport.tcp", ("api", "bytequeue", "congestion", "core", "forwarder", "input",
-                           "isn", "listen", "protocol", "receiver", "recovery", "rtt",
+        ("transport.tcp", ("api", "bytequeue", "congestion", "core", "endpoint", "forwarder",
+                           "input", "isn", "listen", "protocol", "receiver", "recovery", "rtt",
                            "rtxqueue", "sender", "timeouts", "timewait")),
         ("stack", ("addr", "limits", "neighbour", "nic", "ports", "route", "stack", "stats",
                    "timers", "waiter")),

@@ -458,11 +458,11 @@ def test_start_connect_and_connecting_follow_connect_without_exceptions() -> Non
 
 def test_a_listener_of_a_subclass_accepts_children_of_its_class(pair: Pair) -> None:
     """A passive open makes the child with the listener's own class (``type(self)``), so an
-    application's subclass of ``TcpEndpoint`` gets its own kind back from ``accept``; the
-    subclass takes weak references, as TIME-WAIT records need."""
+    application's subclass of ``TcpEndpoint`` gets its own kind back from ``accept``, with
+    what it adds (here an attribute and weak references, which the compiled class has not)."""
 
     class Tagged(TcpEndpoint):
-        __slots__ = ("tag",)
+        __slots__ = ("__weakref__", "tag")
 
     lst = Tagged(pair.tb, 4)
     pair.tb.endpoints.add(lst)

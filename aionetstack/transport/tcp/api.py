@@ -64,7 +64,7 @@ from aionetstack.transport.tcp.core import (
 from aionetstack.transport.tcp.input import SegmentInput
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # TcpEndpoint (weakly referenced) subclasses it
+@mypyc_attr(allow_interpreted_subclasses=True)  # applications subclass TcpEndpoint
 class EndpointApi(SegmentInput):
     """The user API of ``TcpEndpoint``; see ``endpoint``'s module docstring."""
 
@@ -76,7 +76,8 @@ class EndpointApi(SegmentInput):
         self.proto = proto
         self.stack = proto.stack
         self.family = family
-        self.state = S.CLOSED
+        self._state = S.CLOSED
+        self._tw = None
         self.waiter = WaiterQueue()
         self.local: Addr | None = None
         self.remote: Addr | None = None

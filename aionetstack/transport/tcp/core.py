@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from aionetstack.stack.timers import Timer
     from aionetstack.transport.tcp.endpoint import TcpEndpoint
     from aionetstack.transport.tcp.protocol import TcpProtocol
+    from aionetstack.transport.tcp.timewait import TimeWait
 
 Addr = tuple[bytes, int]
 S = TcpState
@@ -84,7 +85,7 @@ def _no_emit(seq: int, flags: int, payload: bytes | memoryview | Pieces) -> None
     """The sender's output once its endpoint is finished."""
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # TcpEndpoint stays interpreted (weakrefs)
+@mypyc_attr(allow_interpreted_subclasses=True)  # applications subclass TcpEndpoint
 class EndpointCore:
     """Connection state and output; see the module docstring."""
 
@@ -92,12 +93,12 @@ class EndpointCore:
     __slots__ = (
         "_ack_bytes", "_ack_now", "_corked", "_delack_timer", "_ka_probes", "_ka_timer",
         "_keepalive", "_last_rx", "_linger", "_pending_fin", "_rexmit_ts", "_rto_since",
-        "_rto_timer",
-        "_syn_time", "_zwp_since", "bound_address", "error", "family", "keepcnt", "keepidle",
+        "_rto_timer", "_state",
+        "_syn_time", "_tw", "_zwp_since", "bound_address", "error", "family", "keepcnt", "keepidle",
         "keepintvl",
         "last_ack_sent", "linger", "listen_queue", "local", "parent", "peer_mss", "proto", "rcv",
         "remote", "reservation", "reuse_address", "route", "rtt", "sack_ok", "snd", "soft_error",
-        "stack", "state", "ts_enabled", "ts_offset", "ts_recent", "ttl", "user_closed",
+        "stack", "ts_enabled", "ts_offset", "ts_recent", "ttl", "user_closed",
         "user_mss", "user_timeout", "waiter", "ws_ok",
     )
 
@@ -105,7 +106,10 @@ class EndpointCore:
     stack: CoreStack
     user_mss: int | None
     family: int
-    state: TcpState
+    _state: TcpState
+    # the TIME-WAIT record that took over from this endpoint once the user closed it
+    # (``timewait``); ``state`` reads TIME-WAIT until the record ends, CLOSED after
+    _tw: TimeWait | None
     waiter: WaiterQueue
     local: Addr | None
     remote: Addr | None
@@ -292,11 +296,16 @@ class EndpointCore:
                      options=options,
                      payload=bytes(payload) if isinstance(payload, Pieces) else payload,
                      checksum=not route.nic.tx_offload and plen <= mss)
+        # a super-segment (plen > mss) is for the link to cut (TSO).  ``CoreStack.send_ip``
+        # inlined: the stack is usually asyncio's ``Stack``, an interpreted subclass, whose
+        # method calls from compiled code go through a Python-level lookup, once per segment
+        gso = mss if plen > mss else 0
+        stack = self.stack
         try:
-            if plen > mss:  # a super-segment for the link to cut (TSO)
-                self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True, gso=mss)
+            if route.family == 4:
+                stack.ipv4.send(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True, gso=gso)
             else:
-                self.stack.send_ip(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True)
+                stack.ipv6.send(route, buf, l4, PROTO_TCP, hop_limit=self.ttl, gso=gso)
         except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
             self.proto.stats.drop(f"send-{type(exc).__name__}")
         else:
@@ -335,7 +344,7 @@ class EndpointCore:
         ``cork`` a short last segment may wait for the end of the turn (``Sender.output``):
         the delayed-ACK timer, due now, sends it."""
         sent = False
-        if self.state in _OUTPUT_STATES:
+        if self._state in _OUTPUT_STATES:
             snd = self.snd
             sent = snd.output(now, cork)
             if snd.corked:
@@ -352,17 +361,29 @@ class EndpointCore:
     def _maybe_window_update(self) -> None:
         """After the user read: tell the peer about a much larger window (RFC 9293 §3.8.6.2.2)."""
         rcv = self.rcv
-        if self.state not in CAN_RECEIVE:
+        if self._state not in CAN_RECEIVE:
             return
         if rcv.rcv_wnd < rcv.max_window() // 2 and rcv.window_increase() > 0:
             self._ack_soon()
 
     # -- state changes ----------------------------------------------------------------------------
+    @property
+    def state(self) -> TcpState:
+        """The connection state (RFC 9293 §3.3.2).  A user-closed endpoint whose TIME-WAIT a
+        record took over (``timewait``) reads TIME-WAIT until the record ends, CLOSED after:
+        the record does not refer back to the endpoint, so the change is made here, when the
+        state is next looked at (the record's end already notified the waiter)."""
+        tw = self._tw
+        if tw is not None and tw.ended:
+            self._tw = None
+            self._set_state(S.CLOSED)
+        return self._state
+
     def _set_state(self, new: TcpState) -> None:
-        old = self.state
+        old = self._state
         if new is not old and new not in TRANSITIONS[old]:
             check_transition(old, new)  # raises IllegalTransition
-        self.state = new
+        self._state = new
 
     def _established(self, now: float) -> None:
         self._set_state(S.ESTABLISHED)
@@ -379,7 +400,7 @@ class EndpointCore:
             self._keepalive_timer().schedule(now + self.keepidle)
         parent = self.parent
         if parent is not None:
-            if parent.state is S.LISTEN and parent.listen_queue is not None:
+            if parent._state is S.LISTEN and parent.listen_queue is not None:
                 parent.listen_queue.established(cast("TcpEndpoint", self))
                 parent.waiter.notify(EVENT_IN)
             else:
@@ -422,7 +443,7 @@ class EndpointCore:
 
     def _finish(self) -> None:
         """Enter CLOSED: cancel timers, leave the demux tables, release the port."""
-        st = self.state
+        st = self._state
         if st is not S.CLOSED:
             self._set_state(S.CLOSED)
         self._release()

@@ -236,7 +236,7 @@ class TcpForwarder:
             if self._buffers != (None, None):
                 tpl.set_buffer_sizes(*self._buffers)
             tpl.listen_queue = ListenQueue(self.max_pending)
-            tpl.state = TcpState.LISTEN
+            tpl._state = TcpState.LISTEN
             tpl.waiter.register(self._established, EVENT_IN)
             self._templates[family] = tpl
         return tpl

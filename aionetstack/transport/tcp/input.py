@@ -26,21 +26,21 @@ from aionetstack.transport.tcp.core import _HALF, S
 from aionetstack.transport.tcp.timeouts import EndpointTimers
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # TcpEndpoint stays interpreted (weakrefs)
+@mypyc_attr(allow_interpreted_subclasses=True)  # applications subclass TcpEndpoint
 class SegmentInput(EndpointTimers):
     __slots__ = ()
 
     # -- segment arrival (RFC 9293 §3.10.7) -------------------------------------------------------
     def segment_arrived(self, h: TcpHeader) -> None:
         now = self.stack.now()
-        st = self.state
+        st = self._state
         if st is S.SYN_SENT:
             self._syn_sent_input(h, now)
         elif st is not S.CLOSED and st is not S.LISTEN:
             self._last_rx = now
             self._ka_probes = 0
             self._input(h, now)
-            if self.state is S.TIME_WAIT and self.user_closed:
+            if self._state is S.TIME_WAIT and self.user_closed:
                 # nobody will read or write any more: a compact record answers for 2*MSL
                 self.proto.time_wait.take_over(cast("TcpEndpoint", self),
                                                now + 2 * self.proto.msl)
@@ -66,7 +66,7 @@ class SegmentInput(EndpointTimers):
             snd.snd_wnd = snd.max_snd_wnd = h.window
             snd.snd_wl1, snd.snd_wl2 = h.seq, h.ack
             self._established(now)
-            if self.state is S.CLOSED:
+            if self._state is S.CLOSED:
                 return
             if (h.payload or flags & FIN) and not self._text(
                     seq_add(h.seq, 1), h.payload, bool(flags & FIN), now):
@@ -88,7 +88,7 @@ class SegmentInput(EndpointTimers):
 
     def _text(self, seq: int, payload: memoryview, fin: bool, now: float) -> bool:
         """Steps 7 and 8 of RFC 9293 §3.10.7.4; False if the connection went away."""
-        rcv, st = self.rcv, self.state
+        rcv, st = self.rcv, self._state
         if payload and self.user_closed and seq_gt(seq_add(seq, len(payload)), rcv.rcv_nxt):
             # data for an endpoint the user closed: nobody will read it (RFC 9293 §3.10.4)
             self.abort()
@@ -98,9 +98,9 @@ class SegmentInput(EndpointTimers):
         if delivered:
             self.proto.stats["bytes-received"] += delivered
             self.waiter.notify(EVENT_IN)
-            if self.state is S.CLOSED:
+            if self._state is S.CLOSED:
                 return False  # a waiter callback aborted us
-            st = self.state  # ... or shut down writing
+            st = self._state  # ... or shut down writing
         if out_of_order or (payload and not delivered):
             self._ack_now = True
         elif payload:
@@ -134,7 +134,7 @@ class SegmentInput(EndpointTimers):
         flags = h.flags
         seq = h.seq
         rcv, snd = self.rcv, self.snd
-        st = self.state
+        st = self._state
         if flags & SYN and st is S.SYN_RECEIVED and seq == rcv.irs:
             if not flags & ACK:
                 if not flags & RST:  # the peer retransmitted its SYN: repeat our SYN-ACK
@@ -190,7 +190,7 @@ class SegmentInput(EndpointTimers):
                 snd.max_snd_wnd = max(snd.max_snd_wnd, snd.snd_wnd)
                 snd.snd_wl1, snd.snd_wl2 = seq, ack
                 self._established(now)
-                st = self.state
+                st = self._state
                 if st is S.CLOSED:
                     return
             else:
@@ -228,9 +228,9 @@ class SegmentInput(EndpointTimers):
                 # after shutdown_write() too: a caller waiting for the send buffer to drain
                 # learns of each ACK (Linux keeps the socket writable after SEND_SHUTDOWN)
                 self.waiter.notify(EVENT_OUT)
-                if self.state is S.CLOSED:
+                if self._state is S.CLOSED:
                     return  # a waiter callback aborted us
-                st = self.state  # ... or shut down writing
+                st = self._state  # ... or shut down writing
         elif snd.snd_wnd == 0:
             snd.retries = 0  # the peer answers our probes: a closed window is no failure
         fin_wait_2 = False
@@ -244,14 +244,14 @@ class SegmentInput(EndpointTimers):
             elif st is S.LAST_ACK:
                 self._finish()
                 return
-        st = self.state
+        st = self._state
         # 7. segment text, 8. FIN
-        if ((payload or flags & FIN) and self.state in CAN_RECEIVE
+        if ((payload or flags & FIN) and self._state in CAN_RECEIVE
                 and not self._text(seq, payload, bool(flags & FIN), now)):
             return
-        if self.state is S.CLOSED:
+        if self._state is S.CLOSED:
             return  # a waiter callback closed or aborted us while we were notifying
-        if fin_wait_2 and self.state is S.FIN_WAIT_2 and self._linger_timer.deadline is None:
+        if fin_wait_2 and self._state is S.FIN_WAIT_2 and self._linger_timer.deadline is None:
             self._linger_timer.schedule(now + self.proto.fin_timeout)
         self._output(now, cork=True)
         if self._ack_now:

@@ -134,7 +134,7 @@ class TcpProtocol:
             if no_control:
                 st.drop("bad-flags")
                 return
-            if not (ep.state is TcpState.TIME_WAIT and h.flags & (SYN | ACK | RST) == SYN
+            if not (ep._state is TcpState.TIME_WAIT and h.flags & (SYN | ACK | RST) == SYN
                     and reopens_time_wait(ep.ts_recent if ep.ts_enabled else None,
                                           ep.rcv.rcv_nxt, h)):
                 ep.segment_arrived(h)
@@ -153,7 +153,7 @@ class TcpProtocol:
                 self.time_wait.end(tw)
         lst = self.listeners.get((pkt.dst, h.dport, pkt.family)) or self.listeners.get(
             (None, h.dport, pkt.family))
-        if lst is not None and lst.state is TcpState.LISTEN:
+        if lst is not None and lst._state is TcpState.LISTEN:
             if no_control:
                 st.drop("bad-flags")
                 return

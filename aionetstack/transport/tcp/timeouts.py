@@ -29,13 +29,13 @@ if TYPE_CHECKING:
 from aionetstack.transport.tcp.core import _OUTPUT_STATES, EndpointCore, S
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # TcpEndpoint stays interpreted (weakrefs)
+@mypyc_attr(allow_interpreted_subclasses=True)  # applications subclass TcpEndpoint
 class EndpointTimers(EndpointCore):
     __slots__ = ()
 
     # -- timers -----------------------------------------------------------------------------------
     def _on_rto(self, now: float) -> None:
-        st = self.state
+        st = self._state
         snd = self.snd
         if st is S.SYN_SENT or st is S.SYN_RECEIVED:
             snd.retries += 1
@@ -111,7 +111,7 @@ class EndpointTimers(EndpointCore):
 
     def _on_loss_timer(self, now: float) -> None:
         snd = self.snd
-        if self.state not in _OUTPUT_STATES:
+        if self._state not in _OUTPUT_STATES:
             return
         if snd.reo_at is not None and now >= snd.reo_at - 1e-9:
             snd.on_reo_timeout(now)
@@ -121,7 +121,7 @@ class EndpointTimers(EndpointCore):
         self._arm_loss_timer(now, False)
 
     def _on_delack(self, now: float) -> None:
-        if self.state not in SYNCHRONIZED or self.state is S.TIME_WAIT:
+        if self._state not in SYNCHRONIZED or self._state is S.TIME_WAIT:
             return
         if self._corked:  # the end of the turn: send what output() held back
             self._corked = False
@@ -134,7 +134,7 @@ class EndpointTimers(EndpointCore):
         self._send_ack()
 
     def _on_keepalive(self, now: float) -> None:
-        if not self._keepalive or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
+        if not self._keepalive or self._state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
             return
         snd = self.snd
         if snd.outstanding() or snd.unsent() > 0:
@@ -151,7 +151,7 @@ class EndpointTimers(EndpointCore):
         self._keepalive_timer().schedule(now + self.keepintvl)
 
     def _on_linger(self, now: float) -> None:
-        if self.state is S.TIME_WAIT or self.state is S.FIN_WAIT_2:
+        if self._state is S.TIME_WAIT or self._state is S.FIN_WAIT_2:
             self._finish()
 
     # -- errors from below ------------------------------------------------------------------------
@@ -165,13 +165,13 @@ class EndpointTimers(EndpointCore):
                 return
         if err.kind == "frag-needed":
             self._path_mtu_changed()
-        elif self.state is S.SYN_SENT and err.hard:
+        elif self._state is S.SYN_SENT and err.hard:
             self._fail(err.exception())
         else:
             self.soft_error = err.exception()  # RFC 1122 §4.2.3.9: report, do not abort
 
     def _path_mtu_changed(self) -> None:
-        if self.state not in _OUTPUT_STATES or self.remote is None or self.local is None:
+        if self._state not in _OUTPUT_STATES or self.remote is None or self.local is None:
             return
         try:
             route = self.stack.find_route(self.remote[0], self.local[0])

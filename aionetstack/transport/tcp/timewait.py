@@ -18,7 +18,9 @@ sender, receiver and estimators are released when it takes over: a client making
 short connections holds one small record per 4-tuple for 2*MSL instead of a whole endpoint,
 and the garbage collector has a few objects to look at instead of a few dozen.  The port stays
 reserved until the record ends.  The endpoint object the user may still hold reads TIME-WAIT
-until then (the record refers to it weakly) and CLOSED after.
+until then and CLOSED after: it refers to its record (``_tw``) and looks at it when its state is
+read, while the record holds only the endpoint's waiter queue (notified when it ends), never the
+endpoint, so an endpoint nobody holds is freed at once.
 
 Every record of a stack waits in one heap with one timer (``TimeWaitTable``): 2*MSL restarts
 only move a record's ``expires``, and its heap entry re-queues itself when it comes due.
@@ -27,13 +29,12 @@ only move a record's ``expires``, and its heap entry re-queues itself when it co
 from __future__ import annotations
 
 import heapq
-import weakref
 from typing import TYPE_CHECKING
 
 from aionetstack.errors import NetstackError
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
-from aionetstack.transport.tcp.state import TcpState
+from aionetstack.stack.waiter import EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.seqnum import MASK, seq_gt, seq_le, seq_lt
 from aionetstack.wire.tcp import (
@@ -57,9 +58,9 @@ ConnKey = tuple[bytes, int, bytes, int]
 class TimeWait:
     """One connection in TIME-WAIT: its 4-tuple, route and the sequence-space numbers."""
 
-    __slots__ = ("expires", "key", "last_ack_sent", "max_snd_wnd", "owner", "rcv_nxt",
+    __slots__ = ("ended", "expires", "key", "last_ack_sent", "max_snd_wnd", "rcv_nxt",
                  "rcv_wnd", "reservation", "route", "snd_nxt", "ts_offset", "ts_recent", "ttl",
-                 "window")
+                 "waiter", "window")
 
     def __init__(self, ep: TcpEndpoint, key: ConnKey, route: Route, expires: float) -> None:
         snd, rcv = ep.snd, ep.rcv
@@ -79,7 +80,8 @@ class TimeWait:
         self.ts_recent: int | None = ep.ts_recent if ep.ts_enabled else None
         self.ts_offset = ep.ts_offset
         self.reservation: Reservation | None = ep.reservation
-        self.owner: weakref.ref[TcpEndpoint] | None = weakref.ref(ep)
+        self.waiter: WaiterQueue | None = ep.waiter  # told when the record ends
+        self.ended = False
 
     def acceptable(self, seq: int, seg_len: int) -> bool:
         """RFC 9293 §3.10.7.4 acceptability test (as ``Receiver.acceptable``)."""
@@ -142,6 +144,7 @@ class TimeWaitTable:
         del proto.connections[key]
         self.records[key] = rec
         ep.reservation = None  # the record's now
+        ep._tw = rec
         ep._release()
         proto.endpoints.discard(ep)
         heap = self._heap
@@ -242,17 +245,15 @@ class TimeWaitTable:
         if rec.reservation is not None:
             self.proto.stack.ports.release(rec.reservation)
             rec.reservation = None
-        ref, rec.owner = rec.owner, None
-        owner = ref() if ref is not None else None
-        if owner is not None and owner.state is TcpState.TIME_WAIT:
-            owner._finish()
+        rec.ended = True  # the endpoint, if someone still holds it, reads CLOSED from now on
+        waiter, rec.waiter = rec.waiter, None
+        if waiter is not None:
+            waiter.notify(EVENT_IN | EVENT_OUT | EVENT_HUP)
 
     def forget(self, ep: TcpEndpoint) -> None:
         """``ep`` left TIME-WAIT by itself (an abort): end the record that took over from it."""
-        if ep.local is None or ep.remote is None:
-            return
-        rec = self.records.get((ep.local[0], ep.local[1], ep.remote[0], ep.remote[1]))
-        if rec is not None and rec.owner is not None and rec.owner() is ep:
+        rec, ep._tw = ep._tw, None
+        if rec is not None and not rec.ended:
             self.end(rec)
 
     def _expire(self, now: float) -> None:
