@@ -61,6 +61,21 @@ class TransportProtocol(Protocol):
     def icmp_error(self, err: IcmpError) -> None: ...
 
 
+def send_ip(stack: CoreStack, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
+            ttl: int | None = None, tos: int = 0, df: bool = False, gso: int = 0) -> None:
+    """Send the transport segment at ``buf[route.headroom:]`` along ``route``.
+
+    ``gso`` > 0 marks a TCP super-segment larger than the route MTU (up to 64 KiB) that the
+    NIC's link cuts into ``gso``-byte payloads (``Link.send_gso``).  A function, not only the
+    method: the stack is usually asyncio's ``Stack``, an interpreted subclass of ``CoreStack``,
+    and mypyc makes every method call on such an instance a Python-level lookup ("glue"), so
+    the compiled transports call this directly, once per segment."""
+    if route.family == 4:
+        stack.ipv4.send(route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df, gso=gso)
+    else:
+        stack.ipv6.send(route, buf, l4_len, protocol, hop_limit=ttl, traffic_class=tos, gso=gso)
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # asyncio's Stack, and applications' own
 class CoreStack:
     """A TCP/IP stack as a pure state machine.  See the module docstring."""
@@ -333,15 +348,9 @@ class CoreStack:
 
     def send_ip(self, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
                 ttl: int | None = None, tos: int = 0, df: bool = False, gso: int = 0) -> None:
-        """Send the transport segment at ``buf[route.headroom:]`` along ``route``.
-
-        ``gso`` > 0 marks a TCP super-segment larger than the route MTU (up to 64 KiB) that
-        the NIC's link cuts into ``gso``-byte payloads (``Link.send_gso``)."""
-        if route.family == 4:
-            self.ipv4.send(route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df, gso=gso)
-        else:
-            self.ipv6.send(route, buf, l4_len, protocol, hop_limit=ttl, traffic_class=tos,
-                           gso=gso)
+        """Send the transport segment at ``buf[route.headroom:]`` along ``route`` (see the
+        module-level ``send_ip``)."""
+        send_ip(self, route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df, gso=gso)
 
     # -- errors from below -------------------------------------------------------------------
     def on_neighbour_unreachable(self, ip: bytes) -> None:

@@ -19,6 +19,7 @@ from aionetstack.errors import (
 )
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
+from aionetstack.stack.stack import send_ip
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.transport.tcp.bytequeue import Pieces
 from aionetstack.transport.tcp.listen import ListenQueue
@@ -296,16 +297,9 @@ class EndpointCore:
                      options=options,
                      payload=bytes(payload) if isinstance(payload, Pieces) else payload,
                      checksum=not route.nic.tx_offload and plen <= mss)
-        # a super-segment (plen > mss) is for the link to cut (TSO).  ``CoreStack.send_ip``
-        # inlined: the stack is usually asyncio's ``Stack``, an interpreted subclass, whose
-        # method calls from compiled code go through a Python-level lookup, once per segment
-        gso = mss if plen > mss else 0
-        stack = self.stack
-        try:
-            if route.family == 4:
-                stack.ipv4.send(route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True, gso=gso)
-            else:
-                stack.ipv6.send(route, buf, l4, PROTO_TCP, hop_limit=self.ttl, gso=gso)
+        try:  # a super-segment (plen > mss) is for the link to cut (TSO)
+            send_ip(self.stack, route, buf, l4, PROTO_TCP, ttl=self.ttl, df=True,
+                    gso=mss if plen > mss else 0)
         except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
             self.proto.stats.drop(f"send-{type(exc).__name__}")
         else:

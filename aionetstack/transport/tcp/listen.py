@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import PacketInfo
+from aionetstack.stack.stack import send_ip
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.seqnum import MASK
 from aionetstack.wire.tcp import ACK, RST, SYN, TcpHeader, TcpOptions, pack_tcp
@@ -157,7 +158,7 @@ def send_cookie(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader, now: float
              window=min(listener.rcv.capacity, 0xFFFF), options=opts,
              checksum=not route.nic.tx_offload)
     try:
-        proto.stack.send_ip(route, buf, l4, PROTO_TCP)
+        send_ip(proto.stack, route, buf, l4, PROTO_TCP)
     except NetstackError:
         return
     proto.stats["syncookies-sent"] += 1

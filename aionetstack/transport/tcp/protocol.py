@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import UNICAST, IcmpError, PacketInfo
 from aionetstack.stack.limits import TcpMemory
+from aionetstack.stack.stack import send_ip
 from aionetstack.transport.tcp.endpoint import TcpEndpoint
 from aionetstack.transport.tcp.isn import IsnGenerator, SynCookies
 from aionetstack.transport.tcp.listen import listen_input
@@ -183,7 +184,7 @@ class TcpProtocol:
                  dport=h.sport, seq=seq, ack=ack, flags=flags, window=0,
                  checksum=not route.nic.tx_offload)
         try:
-            self.stack.send_ip(route, buf, 20, PROTO_TCP)
+            send_ip(self.stack, route, buf, 20, PROTO_TCP)
         except NetstackError:
             return
         self.stats["resets-sent"] += 1

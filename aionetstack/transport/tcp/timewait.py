@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from aionetstack.errors import NetstackError
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
+from aionetstack.stack.stack import send_ip
 from aionetstack.stack.waiter import EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.seqnum import MASK, seq_gt, seq_le, seq_lt
@@ -226,7 +227,7 @@ class TimeWaitTable:
                      seq=rec.snd_nxt, ack=ack, flags=ACK, window=rec.window,
                      checksum=not route.nic.tx_offload)
         try:
-            stack.send_ip(route, buf, l4, PROTO_TCP, ttl=rec.ttl, df=True)
+            send_ip(stack, route, buf, l4, PROTO_TCP, ttl=rec.ttl, df=True)
         except NetstackError as exc:  # e.g. the NIC went down: the segment is simply lost
             proto.stats.drop(f"send-{type(exc).__name__}")
             return
