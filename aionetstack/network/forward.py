@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import UNICAST, PacketInfo
 from aionetstack.stack.addr import is_link_local6
+from aionetstack.stack.routing import find_route
 from aionetstack.wire.checksum import transport_checksum
 from aionetstack.wire.ipv4 import IPv4Header
 from aionetstack.wire.ipv6 import IPv6Header
@@ -54,7 +55,7 @@ class Forwarder:
             stack.icmp.send_error(pkt, 11, 0)
             return
         try:
-            route = stack.find_route(h.dst)
+            route = find_route(stack, h.dst)
         except NetstackError:
             st.drop("no-route")
             stack.icmp.send_error(pkt, 3, 0)
@@ -102,7 +103,7 @@ class Forwarder:
             stack.icmp.send_error(pkt, 3, 0)
             return
         try:
-            route = stack.find_route(h.dst)
+            route = find_route(stack, h.dst)
         except NetstackError:
             st.drop("no-route")
             stack.icmp.send_error(pkt, 1, 0)

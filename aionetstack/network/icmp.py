@@ -26,6 +26,7 @@ from aionetstack.errors import (
 )
 from aionetstack.network.packet import UNICAST, IcmpError, PacketInfo
 from aionetstack.stack.addr import family_of
+from aionetstack.stack.routing import find_route, send_ip, update_pmtu
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.wire import icmpv4 as I4
 from aionetstack.wire import icmpv6 as I6
@@ -92,18 +93,18 @@ class IcmpEchoEndpoint:
         if family_of(dst) != self.family:
             raise InvalidArgument("address family mismatch")
         stack = self._proto.stack
-        route = stack.find_route(dst)
+        route = find_route(stack, dst)
         n = 8 + len(payload)
         buf = route.new_packet(n)
         rest = (self.ident << 16) | (seq & 0xFFFF)
         if self.family == 4:
             I4.pack_icmpv4(buf, route.headroom, I4.ECHO_REQUEST, 0, rest, payload)
-            stack.send_ip(route, buf, n, PROTO_ICMP, ttl=ttl)
+            send_ip(stack, route, buf, n, PROTO_ICMP, ttl=ttl)
             stack.stats_.icmpv4["echo-request-sent"] += 1
         else:
             I6.pack_icmpv6(buf, route.headroom, route.local, dst, I6.ECHO_REQUEST, 0, rest,
                            payload)
-            stack.send_ip(route, buf, n, PROTO_ICMPV6, ttl=ttl)
+            send_ip(stack, route, buf, n, PROTO_ICMPV6, ttl=ttl)
             stack.stats_.icmpv6["echo-request-sent"] += 1
         self.destinations.add(dst)
 
@@ -164,7 +165,7 @@ class IcmpProtocol:
             for dst in list(ep.destinations):
                 if dst != ip:
                     try:
-                        if self.stack.find_route(dst).next_hop == ip:
+                        if find_route(self.stack, dst).next_hop == ip:
                             ep._error(dst, HostUnreachable("gateway did not answer ARP/NDP"))
                     except NetstackError:
                         pass
@@ -223,7 +224,7 @@ class IcmpProtocol:
             if kind == "frag-needed":
                 mtu = msg.next_hop_mtu or _plateau(int.from_bytes(inner[2:4], "big"))
                 if mtu >= 68 and src in self.stack._local:  # only about packets we sent
-                    self.stack.update_pmtu(dst, mtu)
+                    update_pmtu(self.stack, dst, mtu)
             self._dispatch(IcmpError(4, t, msg.code, kind, src, dst, proto, inner[ihl:], mtu))
         else:
             st.drop("unhandled-type")
@@ -247,7 +248,7 @@ class IcmpProtocol:
             st.drop("echo-not-local")
             return
         try:
-            route = stack.find_route(src, dst, None if nic.loopback else nic)
+            route = find_route(stack, src, dst, None if nic.loopback else nic)
         except NetstackError:
             st.drop("no-route")
             return
@@ -320,7 +321,7 @@ class IcmpProtocol:
                 kind = "frag-needed"
                 mtu = msg.rest
                 if src in self.stack._local:  # only about packets we sent
-                    self.stack.update_pmtu(dst, mtu)
+                    update_pmtu(self.stack, dst, mtu)
             elif t == I6.TIME_EXCEEDED:
                 kind = "time-exceeded"
             elif t == I6.PARAM_PROBLEM:
@@ -357,7 +358,7 @@ class IcmpProtocol:
         stack = self.stack
         src = pkt.dst if pkt.cast == UNICAST else None
         try:
-            route = stack.find_route(pkt.src, src, pkt.nic if not pkt.nic.loopback else None)
+            route = find_route(stack, pkt.src, src, pkt.nic if not pkt.nic.loopback else None)
         except NetstackError:
             (self.s4 if family == 4 else self.s6).drop("no-route")
             return
@@ -365,12 +366,12 @@ class IcmpProtocol:
         buf = route.new_packet(n)
         if family == 4:
             I4.pack_icmpv4(buf, route.headroom, I4.ECHO_REPLY, 0, rest, payload)
-            stack.send_ip(route, buf, n, PROTO_ICMP)
+            send_ip(stack, route, buf, n, PROTO_ICMP)
             self.s4["echo-reply-sent"] += 1
         else:
             I6.pack_icmpv6(buf, route.headroom, route.local, pkt.src, I6.ECHO_REPLY, 0, rest,
                            payload)
-            stack.send_ip(route, buf, n, PROTO_ICMPV6)
+            send_ip(stack, route, buf, n, PROTO_ICMPV6)
             self.s6["echo-reply-sent"] += 1
 
     # -- error generation ------------------------------------------------------------------------
@@ -419,7 +420,7 @@ class IcmpProtocol:
         local = pkt.dst if pkt.dst in stack._local or (
             pkt.nic.promiscuous and pkt.nic.spoofing) else None
         try:
-            route = stack.find_route(src, local)
+            route = find_route(stack, src, local)
         except (NoRoute, AddressNotAvailable, StackClosed):
             st.drop("no-route")
             return False
@@ -428,13 +429,13 @@ class IcmpProtocol:
             n = 8 + len(quote)
             buf = route.new_packet(n)
             I4.pack_icmpv4(buf, route.headroom, type_, code, rest, quote)
-            stack.send_ip(route, buf, n, PROTO_ICMP)
+            send_ip(stack, route, buf, n, PROTO_ICMP)
         else:
             quote = packet[: 1280 - 48]
             n = 8 + len(quote)
             buf = route.new_packet(n)
             I6.pack_icmpv6(buf, route.headroom, route.local, src, type_, code, rest, quote)
-            stack.send_ip(route, buf, n, PROTO_ICMPV6)
+            send_ip(stack, route, buf, n, PROTO_ICMPV6)
         st[f"error-sent.{type_}"] += 1
         return True
 

@@ -16,7 +16,6 @@ from mypy_extensions import mypyc_attr
 
 from aionetstack.clock import Clock, RandomSource
 from aionetstack.errors import (
-    AddressNotAvailable,
     InvalidArgument,
     NoRoute,
     StackClosed,
@@ -31,13 +30,11 @@ from aionetstack.network.ipv6 import IPv6Protocol
 from aionetstack.network.ndp import NdpProtocol
 from aionetstack.network.packet import IcmpError, PacketInfo
 from aionetstack.stack.addr import (
-    LOOPBACK6,
     AddressLike,
     is_link_local6,
     parse_interface,
     parse_network,
     prefix_mask,
-    same_prefix,
     to_bytes,
     to_str,
 )
@@ -45,6 +42,7 @@ from aionetstack.stack.limits import Limits
 from aionetstack.stack.nic import NIC, NicAddress
 from aionetstack.stack.ports import PortManager
 from aionetstack.stack.route import Route, RouteEntry, RouteTable
+from aionetstack.stack.routing import find_route, send_ip, update_pmtu
 from aionetstack.stack.stats import Stats
 from aionetstack.stack.timers import Timers
 from aionetstack.wire.ipv6 import link_local_from_mac
@@ -59,21 +57,6 @@ class TransportProtocol(Protocol):
     def deliver(self, pkt: PacketInfo, segment: memoryview) -> None: ...
 
     def icmp_error(self, err: IcmpError) -> None: ...
-
-
-def send_ip(stack: CoreStack, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
-            ttl: int | None = None, tos: int = 0, df: bool = False, gso: int = 0) -> None:
-    """Send the transport segment at ``buf[route.headroom:]`` along ``route``.
-
-    ``gso`` > 0 marks a TCP super-segment larger than the route MTU (up to 64 KiB) that the
-    NIC's link cuts into ``gso``-byte payloads (``Link.send_gso``).  A function, not only the
-    method: the stack is usually asyncio's ``Stack``, an interpreted subclass of ``CoreStack``,
-    and mypyc makes every method call on such an instance a Python-level lookup ("glue"), so
-    the compiled transports call this directly, once per segment."""
-    if route.family == 4:
-        stack.ipv4.send(route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df, gso=gso)
-    else:
-        stack.ipv6.send(route, buf, l4_len, protocol, hop_limit=ttl, traffic_class=tos, gso=gso)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # asyncio's Stack, and applications' own
@@ -239,79 +222,7 @@ class CoreStack:
     def find_route(self, dst: bytes, src: bytes | None = None,
                    nic: NIC | int | str | None = None) -> Route:
         """Resolve the path to ``dst``.  Raises NoRoute / AddressNotAvailable."""
-        if self.closed:
-            raise StackClosed("the stack is closed")
-        v4 = len(dst) == 4
-        family = 4 if v4 else 6
-        spoof = False
-        if src is not None:
-            if not any(src):
-                src = None
-            else:
-                spoof = src not in self._local
-        out = nic if nic is None or isinstance(nic, NIC) else self._nic(nic)
-        local_nic = self._local.get(dst)
-        if local_nic is not None and self.loopback is not None and (
-                out is None or out is local_nic or out is self.loopback):
-            return Route(family, src or dst, dst, dst, self.loopback, self.loopback.mtu)
-        if spoof and not self._may_spoof(src, dst):
-            raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address")
-        d0 = dst[0]
-        # RFC 1122 §3.2.1.3(g): a loopback address is never on a wire, whatever the routes say
-        if (d0 == 127) if v4 else dst == LOOPBACK6:
-            raise NoRoute(f"loopback address {to_str(dst)} is not assigned to this stack")
-        if ((d0 & 0xF0) == 0xE0 or dst == b"\xff\xff\xff\xff") if v4 else d0 == 0xFF:
-            if spoof:
-                raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address")
-            n = out or (self.nics.get(self._local[src].id) if src else None)
-            if n is None:
-                entry = self.routes.lookup(dst)
-                if entry is None:
-                    n = next((x for x in self.nics.values() if not x.loopback
-                              and any(a.family == family for a in x.addresses)), None)
-                else:
-                    n = self.nics[entry.nic_id]
-            if n is None:
-                raise NoRoute(f"no interface for {to_str(dst)}")
-            local = src or n.primary(family)
-            if local is None:
-                raise AddressNotAvailable(f"NIC {n.name} has no IPv{family} address")
-            return Route(family, local, dst, dst, n, n.mtu)
-        if out is None and not v4 and is_link_local6(dst):
-            # a link-local destination needs a scope; take the first L2 NIC with a link-local
-            out = next((x for x in self.nics.values() if not x.loopback and any(
-                is_link_local6(a.address) for a in x.addresses)), None)
-            if out is None:
-                raise NoRoute(f"no link for {to_str(dst)}")
-            entry = RouteEntry(dst, 128, out.id)
-        else:
-            entry = self.routes.lookup(dst, out.id if out else None)
-        if entry is None:
-            raise NoRoute(f"no route to {to_str(dst)}")
-        n = self.nics[entry.nic_id]
-        if spoof and not n.spoofing:
-            raise AddressNotAvailable(f"{to_str(src or dst)} is not a local address and NIC "
-                                      f"{n.name} does not allow spoofing")
-        local = src
-        if local is None and entry.source is not None and same_prefix(
-                entry.source, dst, entry.prefixlen):
-            local = entry.source
-        if local is None:
-            local = n.primary(family, dst) or self._any_local(family)
-        if local is None:
-            raise AddressNotAvailable(f"no IPv{family} source address for {to_str(dst)}")
-        mtu = entry.mtu or n.mtu
-        p = self.pmtu.get(dst)
-        if p is not None:
-            if p[1] > self.now():
-                mtu = min(mtu, p[0])
-            else:
-                del self.pmtu[dst]
-        return Route(family, local, dst, entry.gateway or dst, n, mtu)
-
-    def _may_spoof(self, src: bytes | None, dst: bytes) -> bool:
-        return src is not None and len(src) == len(dst) and any(
-            n.spoofing for n in self.nics.values())
+        return find_route(self, dst, src, nic)
 
     def set_transparent(self, nic: NIC | int | str, *, promiscuous: bool = True,
                         spoofing: bool = True, echo: bool = False) -> None:
@@ -330,21 +241,9 @@ class CoreStack:
         n.spoofing = spoofing
         n.echo_any = echo and promiscuous
 
-    def _any_local(self, family: int) -> bytes | None:
-        for addr, n in self._local.items():
-            if len(addr) == (4 if family == 4 else 16) and not n.loopback:
-                return addr
-        return None
-
     def update_pmtu(self, dst: bytes, mtu: int) -> None:
         """Path MTU discovery (RFC 1191 / RFC 8201): remember a smaller MTU for ``dst``."""
-        floor = 68 if len(dst) == 4 else 1280
-        mtu = max(mtu, floor)
-        cur = self.pmtu.get(dst)
-        if cur is None or mtu < cur[0]:
-            if len(self.pmtu) > 4096:
-                self.pmtu.clear()
-            self.pmtu[dst] = (mtu, self.now() + self.pmtu_expiry)
+        update_pmtu(self, dst, mtu)
 
     def send_ip(self, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
                 ttl: int | None = None, tos: int = 0, df: bool = False, gso: int = 0) -> None:

@@ -34,6 +34,7 @@ from aionetstack.network.packet import PacketInfo
 from aionetstack.stack.addr import AddressLike, family_of, is_multicast, to_bytes, to_str
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
+from aionetstack.stack.routing import find_route
 from aionetstack.stack.timers import Timer
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.transport.tcp.congestion import make_cc
@@ -222,7 +223,7 @@ class EndpointApi(SegmentInput):
         a = self._addr(address) if address is not None else None
         if a is not None and not any(a):
             a = None
-        if a is not None and not self.stack.is_local(a):
+        if a is not None and a not in self.stack._local:
             raise AddressNotAvailable(f"{to_str(a)} is not an address of this stack")
         r = self.stack.ports.reserve(PROTO_TCP, self.family, a, port, self.reuse_address)
         self.reservation = r
@@ -280,7 +281,7 @@ class EndpointApi(SegmentInput):
         stack = self.stack
         if is_multicast(dst) or dst == b"\xff\xff\xff\xff" or not any(dst):
             raise NoRoute(f"cannot connect to {to_str(dst)}")  # RFC 9293 §3.9.1.1 / MUST-?
-        route = stack.find_route(dst, self.bound_address)
+        route = find_route(stack, dst, self.bound_address)
         if route.nic.is_directed_broadcast(dst):
             raise NoRoute(f"cannot connect to the broadcast address {to_str(dst)}")
         conns = self.proto.connections
@@ -328,7 +329,7 @@ class EndpointApi(SegmentInput):
         """
         proto = self.proto
         try:
-            route = self.stack.find_route(pkt.src, pkt.dst)
+            route = find_route(self.stack, pkt.src, pkt.dst)
         except NetstackError:
             return None
         # the listener's own class (TcpEndpoint, or an application's subclass of it)

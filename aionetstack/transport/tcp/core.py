@@ -19,7 +19,7 @@ from aionetstack.errors import (
 )
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
-from aionetstack.stack.stack import send_ip
+from aionetstack.stack.routing import send_ip
 from aionetstack.stack.waiter import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.transport.tcp.bytequeue import Pieces
 from aionetstack.transport.tcp.listen import ListenQueue

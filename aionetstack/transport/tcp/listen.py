@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import PacketInfo
-from aionetstack.stack.stack import send_ip
+from aionetstack.stack.routing import find_route, send_ip
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.seqnum import MASK
 from aionetstack.wire.tcp import ACK, RST, SYN, TcpHeader, TcpOptions, pack_tcp
@@ -140,7 +140,7 @@ def send_cookie(listener: TcpEndpoint, pkt: PacketInfo, h: TcpHeader, now: float
     """Answer a SYN statelessly with a SYN-ACK whose ISN is a cookie (RFC 4987 §3.6)."""
     proto = listener.proto
     try:
-        route = proto.stack.find_route(pkt.src, pkt.dst)
+        route = find_route(proto.stack, pkt.src, pkt.dst)
     except NetstackError:
         return
     from aionetstack.transport.tcp.endpoint import local_mss

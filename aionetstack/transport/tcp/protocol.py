@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from aionetstack.errors import NetstackError
 from aionetstack.network.packet import UNICAST, IcmpError, PacketInfo
 from aionetstack.stack.limits import TcpMemory
-from aionetstack.stack.stack import send_ip
+from aionetstack.stack.routing import find_route, send_ip
 from aionetstack.transport.tcp.endpoint import TcpEndpoint
 from aionetstack.transport.tcp.isn import IsnGenerator, SynCookies
 from aionetstack.transport.tcp.listen import listen_input
@@ -176,7 +176,7 @@ class TcpProtocol:
         else:
             seq, ack, flags = 0, seq_add(h.seq, h.seg_len), RST | ACK
         try:
-            route = self.stack.find_route(pkt.src, pkt.dst)
+            route = find_route(self.stack, pkt.src, pkt.dst)
         except NetstackError:
             return
         buf = route.new_packet(20)

@@ -17,6 +17,7 @@ from aionetstack.errors import (
     TimedOut,
 )
 from aionetstack.network.packet import IcmpError
+from aionetstack.stack.routing import find_route
 from aionetstack.transport.tcp.state import (
     SYNCHRONIZED,
 )
@@ -174,7 +175,7 @@ class EndpointTimers(EndpointCore):
         if self._state not in _OUTPUT_STATES or self.remote is None or self.local is None:
             return
         try:
-            route = self.stack.find_route(self.remote[0], self.local[0])
+            route = find_route(self.stack, self.remote[0], self.local[0])
         except NetstackError:
             return
         self.route = route

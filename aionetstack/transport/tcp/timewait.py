@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from aionetstack.errors import NetstackError
 from aionetstack.stack.ports import Reservation
 from aionetstack.stack.route import Route
-from aionetstack.stack.stack import send_ip
+from aionetstack.stack.routing import send_ip
 from aionetstack.stack.waiter import EVENT_HUP, EVENT_IN, EVENT_OUT, WaiterQueue
 from aionetstack.wire.checksum import PROTO_TCP
 from aionetstack.wire.seqnum import MASK, seq_gt, seq_le, seq_lt
