@@ -313,16 +313,16 @@ async def _split_ping(ns: str, count: int) -> Numbers:
     async with _tun_stack(ns) as stack:
         fdl = stack._fd_links[0]
         marks: list[float] = []
-        read_batch, write = fdl._read_batch, fdl._write
+        read_batch, send = fdl._read_batch, fdl.send
 
         def timed_read_batch(frames: list[memoryview], limit: int) -> bool:
             more: bool = read_batch(frames, limit)
             marks.append(pc())
             return more
 
-        def timed_write(item: Any) -> None:
+        def timed_send(frame: Any) -> None:  # the link's send: the reply's os.write
             marks.append(pc())
-            write(item)
+            send(frame)
             marks.append(pc())
 
         def readable() -> None:
@@ -337,7 +337,7 @@ async def _split_ping(ns: str, count: int) -> Numbers:
                     parts[k].append(v)
 
         fdl._read_batch = timed_read_batch
-        fdl._write = timed_write
+        fdl.send = timed_send
         loop = asyncio.get_running_loop()
         loop.remove_reader(fdl.fileno())
         loop.add_reader(fdl.fileno(), readable)

@@ -79,6 +79,20 @@ class FdLink(Link):
     def send(self, frame: Frame) -> None:
         if self.closed:
             return
+        if self._plain_tx and not self._txq:
+            # the common case inlined (``_put`` of an unwrapped frame): one frame per segment
+            # the stack sends, so its Python calls count
+            try:
+                os.write(self._fd, frame)
+            except OSError:
+                # ``_put`` writes once more, then queues and watches (EAGAIN) or counts the
+                # error or closes the link (EBADF, ENODEV), as ``send_many`` does
+                self._put(frame)
+                return
+            st = self._stats
+            st["tx_frames"] += 1
+            st["tx_bytes"] += len(frame)
+            return
         self._put(self._frame_out(frame))
 
     def _frame_out(self, frame: Frame) -> TxItem:
@@ -323,7 +337,8 @@ class VnetFdLink(FdLink):
     def _is_plain(self) -> tuple[bool, bool]:
         cls = type(self)
         bare = self._vnet is None
-        return (bare and cls._read is FdLink._read, bare and cls._write is FdLink._write)
+        return (bare and cls._read is FdLink._read,
+                bare and cls._write is FdLink._write and cls._frame_out is VnetFdLink._frame_out)
 
     def _frame_out(self, frame: Frame) -> TxItem:
         vnet = self._vnet

@@ -105,6 +105,7 @@ def find_route(stack: CoreStack, dst: bytes, src: bytes | None = None,
             del stack.pmtu[dst]
     return Route(family, local, dst, entry.gateway or dst, n, mtu)
 
+
 def _may_spoof(stack: CoreStack, src: bytes | None, dst: bytes) -> bool:
     return src is not None and len(src) == len(dst) and any(
         n.spoofing for n in stack.nics.values())

@@ -221,7 +221,10 @@ class CoreStack:
     # -- routing ---------------------------------------------------------------------------
     def find_route(self, dst: bytes, src: bytes | None = None,
                    nic: NIC | int | str | None = None) -> Route:
-        """Resolve the path to ``dst``.  Raises NoRoute / AddressNotAvailable."""
+        """Resolve the path to ``dst``.  Raises NoRoute / AddressNotAvailable.
+
+        The compiled transports, ICMP and forwarding call ``stack.routing.find_route``
+        directly, so overriding this method in a subclass does not change their routes."""
         return find_route(self, dst, src, nic)
 
     def set_transparent(self, nic: NIC | int | str, *, promiscuous: bool = True,
@@ -247,8 +250,9 @@ class CoreStack:
 
     def send_ip(self, route: Route, buf: bytearray, l4_len: int, protocol: int, *,
                 ttl: int | None = None, tos: int = 0, df: bool = False, gso: int = 0) -> None:
-        """Send the transport segment at ``buf[route.headroom:]`` along ``route`` (see the
-        module-level ``send_ip``)."""
+        """Send the transport segment at ``buf[route.headroom:]`` along ``route``
+        (``stack.routing.send_ip``, which the compiled transports and ICMP call directly: an
+        override of this method does not see their packets)."""
         send_ip(self, route, buf, l4_len, protocol, ttl=ttl, tos=tos, df=df, gso=gso)
 
     # -- errors from below -------------------------------------------------------------------

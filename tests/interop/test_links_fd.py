@@ -67,9 +67,13 @@ async def test_backpressure_queues_instead_of_dropping() -> None:
         b.close()
 
 
-def test_send_many_queues_the_rest_at_eagain_and_keeps_the_order() -> None:
-    """The GSO write loop: a full buffer part-way through a batch queues the remaining frames
-    behind the ones written (and asks to be woken), nothing dropped or reordered."""
+@pytest.mark.parametrize("batched", [True, False], ids=["send_many", "send"])
+def test_writes_queue_the_rest_at_eagain_and_keep_the_order(batched: bool) -> None:
+    """A full buffer part-way through: ``send_many`` (the GSO write loop) queues the remaining
+    frames behind the ones written; ``send``, one frame at a time (its inlined plain path),
+    queues at the first EAGAIN and puts every later frame behind the queue.  Either asks once to
+    be woken, drops and reorders nothing, and stops watching once the queue is flushed; an
+    empty queue writes directly again."""
     s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     s1.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     a = link.fd(s1.detach())
@@ -78,7 +82,11 @@ def test_send_many_queues_the_rest_at_eagain_and_keeps_the_order() -> None:
     a.writer_hook = wakeups.append
     try:
         frames = [bytearray(b"%04d" % i + bytes(1000)) for i in range(200)]
-        a.send_many(frames)
+        if batched:
+            a.send_many(frames)
+        else:
+            for f in frames:
+                a.send(f)
         st = a.stats()
         assert st["tx_queued"] > 0 and wakeups == [True]  # EAGAIN part-way
         assert st["tx_frames"] + st["tx_queued"] == 200
@@ -94,6 +102,10 @@ def test_send_many_queues_the_rest_at_eagain_and_keeps_the_order() -> None:
         assert [g[:4] for g in got] == [b"%04d" % i for i in range(200)]
         assert a.stats()["tx_frames"] == 200 and a.stats()["tx_bytes"] == 200 * 1004
         assert wakeups[-1] is False  # queue flushed: stop watching
+        queued = a.stats()["tx_queued"]
+        a.send(b"last")
+        assert reader.recv(2000) == b"last" and a.stats()["tx_queued"] == queued
+        assert a.stats()["tx_frames"] == 201
     finally:
         a.close()
         reader.close()
@@ -134,3 +146,22 @@ async def test_stack_in_a_child_process() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_send_on_a_closed_fd_counts_one_error_and_closes_the_link() -> None:
+    """A write that fails with EBADF (the fd closed under the link) is counted once, although
+    the inlined path tries the write again through the general one, and closes the link."""
+    s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    fdno = s1.detach()
+    a = link.fd(fdno, owns_fd=False)
+    try:
+        os.close(fdno)
+        a.send(b"lost")
+        st = a.stats()
+        assert st["tx_errors"] == 1 and st["tx_frames"] == 0 and st["tx_queued"] == 0
+        assert a.closed
+        a.send(b"after")  # a closed link drops silently
+        assert a.stats()["tx_errors"] == 1
+    finally:
+        a.close()
+        s2.close()
