@@ -301,10 +301,11 @@ async def _floor_ping(ns: str, count: int) -> list[float]:
 
 
 async def _split_ping(ns: str, count: int) -> Numbers:
-    """Kernel ping to the stack, timed inside the stack's read callback (``perf_counter`` around
-    the link's reads and its write): the reads (one, in the link's quiet mode: the read that says
-    EAGAIN comes after the callback), the Python path from the frames to the reply's
-    ``os.write`` (IP, ICMP, route, IP output), the write itself, and the rest (re-arm)."""
+    """Kernel ping to the stack, timed inside the stack's read callback (``perf_counter`` at the
+    frames' hand-over to the NIC and around the link's send): the reads (one, in the link's
+    quiet mode: the read that says EAGAIN comes after the callback), the Python path from the
+    frame to the reply's ``os.write`` (IP, ICMP, route, IP output), the write itself, and the
+    rest (re-arm)."""
     import time
 
     pc = time.perf_counter
@@ -313,12 +314,22 @@ async def _split_ping(ns: str, count: int) -> Numbers:
     async with _tun_stack(ns) as stack:
         fdl = stack._fd_links[0]
         marks: list[float] = []
-        read_batch, send = fdl._read_batch, fdl.send
+        nic, send = fdl._receiver, fdl.send
 
-        def timed_read_batch(frames: list[memoryview], limit: int) -> bool:
-            more: bool = read_batch(frames, limit)
-            marks.append(pc())
-            return more
+        class TimedReceiver:
+            """Between the link and its NIC: marks the end of the reads (the frames' hand-over,
+            one frame or a batch)."""
+
+            def link_deliver(self, frame: memoryview, trusted: bool = False) -> None:
+                marks.append(pc())
+                nic.link_deliver(frame, trusted)
+
+            def link_deliver_batch(self, frames: list[memoryview]) -> None:
+                marks.append(pc())
+                nic.link_deliver_batch(frames)
+
+            def link_wakeup(self, at: float) -> None:
+                nic.link_wakeup(at)
 
         def timed_send(frame: Any) -> None:  # the link's send: the reply's os.write
             marks.append(pc())
@@ -336,7 +347,7 @@ async def _split_ping(ns: str, count: int) -> Numbers:
                              ("after", t1 - w1), ("callback", t1 - t0)):
                     parts[k].append(v)
 
-        fdl._read_batch = timed_read_batch
+        fdl._receiver = TimedReceiver()
         fdl.send = timed_send
         loop = asyncio.get_running_loop()
         loop.remove_reader(fdl.fileno())

@@ -197,7 +197,26 @@ class FdLink(Link):
     def read_one(self) -> None:
         """Quiet mode: read and deliver one frame; ``more`` says whether to ``read_rest``."""
         self.more = False
-        self._read_deliver(1)
+        receiver = self._receiver
+        if not self._plain_rx or self.closed or receiver is None:
+            self._read_deliver(1)
+            return
+        # ``_read_deliver(1)`` inlined for plain frames (one per wake-up of request/response
+        # traffic): a batch of one is the receiver's ``link_deliver``
+        try:
+            data = os.read(self._fd, self.read_size)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._read_deliver(1)  # the general path reads again: counts the error, or closes
+            return
+        if not data:
+            return
+        st = self._stats
+        st["rx_frames"] += 1
+        st["rx_bytes"] += len(data)
+        self.more = True
+        receiver.link_deliver(memoryview(data))
 
     def read_rest(self) -> None:
         """After ``read_one``: read and deliver what else came, as one batch; quiet mode

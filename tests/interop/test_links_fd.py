@@ -165,3 +165,59 @@ def test_send_on_a_closed_fd_counts_one_error_and_closes_the_link() -> None:
     finally:
         a.close()
         s2.close()
+
+
+class _Recorder:
+    """A link receiver that records what it is handed."""
+
+    def __init__(self) -> None:
+        self.single: list[bytes] = []
+        self.batches: list[list[bytes]] = []
+
+    def link_deliver(self, frame: memoryview, trusted: bool = False) -> None:
+        self.single.append(bytes(frame))
+
+    def link_deliver_batch(self, frames: list[memoryview]) -> None:
+        self.batches.append([bytes(f) for f in frames])
+
+    def link_wakeup(self, at: float) -> None:
+        pass
+
+
+def test_quiet_read_one_hands_over_one_frame_and_read_rest_the_others() -> None:
+    """Quiet mode on a plain fd link (its inlined path): ``read_one`` reads exactly one frame
+    and hands it over alone, saying there may be ``more``; ``read_rest`` takes the rest as one
+    batch and leaves quiet mode; on an empty fd both hand over nothing."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a = link.fd(ours.detach())
+    rec = _Recorder()
+    a.attach(rec, lambda: 0.0)
+    try:
+        a.read_one()
+        assert rec.single == [] and rec.batches == [] and not a.more  # EAGAIN: nothing
+        for m in (b"one", b"two", b"three"):
+            peer.send(m)
+        a.read_one()
+        assert rec.single == [b"one"] and rec.batches == [] and a.more
+        assert a.stats()["rx_frames"] == 1 and a.stats()["rx_bytes"] == 3
+        a.read_rest()
+        assert rec.batches == [[b"two", b"three"]] and not a.quiet and not a.more
+        assert a.stats()["rx_frames"] == 3
+    finally:
+        a.close()
+        peer.close()
+
+
+def test_quiet_read_one_on_a_closed_fd_counts_one_error_and_closes_the_link() -> None:
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fdno = ours.detach()
+    a = link.fd(fdno, owns_fd=False)
+    rec = _Recorder()
+    a.attach(rec, lambda: 0.0)
+    try:
+        os.close(fdno)
+        a.read_one()
+        assert a.stats()["rx_errors"] == 1 and a.closed and rec.single == []
+    finally:
+        a.close()
+        peer.close()
