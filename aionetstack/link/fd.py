@@ -84,10 +84,8 @@ class FdLink(Link):
             # the stack sends, so its Python calls count
             try:
                 os.write(self._fd, frame)
-            except OSError:
-                # ``_put`` writes once more, then queues and watches (EAGAIN) or counts the
-                # error or closes the link (EBADF, ENODEV), as ``send_many`` does
-                self._put(frame)
+            except OSError as exc:
+                self._write_failed(frame, exc)
                 return
             st = self._stats
             st["tx_frames"] += 1
@@ -112,10 +110,10 @@ class FdLink(Link):
         for i, f in enumerate(frames):
             try:
                 write(fd, f)
-            except OSError:
-                # EAGAIN and errors: the one-frame path queues, counts or closes
+            except OSError as exc:
                 self._count_tx(i, nbytes)
-                for rest in frames[i:]:
+                self._write_failed(f, exc)
+                for rest in frames[i + 1:]:  # behind the queue, or written if it is empty
                     self._put(rest)
                 return
             nbytes += len(f)
@@ -145,18 +143,24 @@ class FdLink(Link):
             return
         try:
             self._write(item)
-        except (BlockingIOError, InterruptedError):
+        except OSError as exc:
+            self._write_failed(item, exc)
+            return
+        st["tx_frames"] += 1
+        st["tx_bytes"] += _size(item)
+
+    def _write_failed(self, item: TxItem, exc: OSError) -> None:
+        """A write of ``item`` with an empty queue failed: a full fd (EAGAIN) queues it and
+        asks to be told when it is writable; an error counts it lost, and closes the link when
+        the fd is gone."""
+        if isinstance(exc, (BlockingIOError, InterruptedError)):
             self._enqueue(item)
             if self.writer_hook is not None:
                 self.writer_hook(True)
             return
-        except OSError as exc:
-            st["tx_errors"] += 1
-            if exc.errno in (errno.EBADF, errno.ENODEV):
-                self.close()
-            return
-        st["tx_frames"] += 1
-        st["tx_bytes"] += _size(item)
+        self._stats["tx_errors"] += 1
+        if exc.errno in (errno.EBADF, errno.ENODEV):
+            self.close()
 
     def _enqueue(self, item: TxItem) -> None:
         if len(self._txq) >= self.tx_queue_limit:
@@ -205,10 +209,10 @@ class FdLink(Link):
         # traffic): a batch of one is the receiver's ``link_deliver``
         try:
             data = os.read(self._fd, self.read_size)
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            self._read_deliver(1)  # the general path reads again: counts the error, or closes
+        except OSError as exc:
+            self._read_failed(exc)
             return
         if not data:
             return
@@ -254,9 +258,7 @@ class FdLink(Link):
             except InterruptedError:
                 continue
             except OSError as exc:
-                st["rx_errors"] += 1
-                if exc.errno in (errno.EBADF, errno.ENODEV, errno.EIO):
-                    self.close()
+                self._read_failed(exc)
                 return False
             if data is None:
                 continue
@@ -291,13 +293,17 @@ class FdLink(Link):
         except BlockingIOError:
             pass
         except OSError as exc:
-            self._stats["rx_errors"] += 1
-            if exc.errno in (errno.EBADF, errno.ENODEV, errno.EIO):
-                self.close()
+            self._read_failed(exc)
         st = self._stats
         st["rx_frames"] += n
         st["rx_bytes"] += nbytes
         return more
+
+    def _read_failed(self, exc: OSError) -> None:
+        """A read failed (not EAGAIN): count it; a gone fd closes the link."""
+        self._stats["rx_errors"] += 1
+        if exc.errno in (errno.EBADF, errno.ENODEV, errno.EIO):
+            self.close()
 
     def _read(self, fd: int, size: int) -> bytes | None:
         """Read one frame (hook); ``None`` skips it, ``b""`` ends the batch."""

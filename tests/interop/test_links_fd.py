@@ -149,8 +149,8 @@ async def test_stack_in_a_child_process() -> None:
 
 
 def test_send_on_a_closed_fd_counts_one_error_and_closes_the_link() -> None:
-    """A write that fails with EBADF (the fd closed under the link) is counted once, although
-    the inlined path tries the write again through the general one, and closes the link."""
+    """A write that fails with EBADF (the fd closed under the link) is counted once, by the
+    one failure handler the inlined and the general paths share, and closes the link."""
     s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     fdno = s1.detach()
     a = link.fd(fdno, owns_fd=False)
